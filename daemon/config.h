@@ -1,0 +1,97 @@
+/*
+ * config.h - fcgate's configuration: embedded defaults, the libconfig file,
+ * command-line overrides, validation.
+ *
+ * libconfig is not thread-safe and calls uselocale(): the supervisor parses,
+ * everything is copied into this plain struct, and the libconfig tree is
+ * destroyed before any fork. Workers only ever see struct config.
+ */
+#ifndef FCGATE_CONFIG_H
+#define FCGATE_CONFIG_H
+
+#include <stddef.h>
+
+enum config_mode { MODE_SYNC = 0, MODE_THREADS = 1, MODE_ASYNC = 2 };
+
+#define CONFIG_MAX_LISTEN 16
+
+struct config_setting {
+    char *name;  /* key inside app.settings */
+    char *value; /* converted to a string: 42, 1.5, true, "text" */
+};
+
+struct config {
+    char *path; /* the file it came from, NULL for embedded defaults */
+
+    char *listen[CONFIG_MAX_LISTEN]; /* "unix:/p", "127.0.0.1:9000", "[::1]:9000" */
+    size_t nlisten;
+    int listen_backlog;   /* 1..65535 */
+    unsigned listen_mode; /* permission bits for unix sockets, e.g. 0660 */
+    char *user;           /* NULL: do not switch */
+    char *group;          /* NULL: the user's primary group */
+    char *pidfile;        /* NULL: none */
+
+    enum config_mode mode;
+    int workers;            /* 1..1024 */
+    int threads;            /* 1..1024, threads mode */
+    int worker_connections; /* 1..1000000, async mode */
+    int blocking_threads;   /* 1..256, async mode */
+    int timeout;            /* seconds, 0: never; 0..86400 */
+    int graceful_timeout;   /* seconds, 0..86400 */
+    long max_requests;      /* 0: never recycle */
+    long max_requests_jitter;
+
+    char *app_module;   /* path of the .so */
+    char *app_database; /* sqlite path; NULL or "": no database */
+    struct config_setting *settings;
+    size_t nsettings;
+
+    int log_level;    /* FCGATE_LOG_ERROR..FCGATE_LOG_DEBUG */
+    char *log_error;  /* "-": stderr, else a file path */
+    char *log_access; /* NULL: off ("off" in the file), "-": stderr, else a path */
+
+    size_t max_params_bytes; /* 1024..16 MiB */
+    size_t max_body_bytes;   /* 0..4 GiB */
+};
+
+/* Error messages collected while loading, each "FILE:LINE: message" (or
+ * "--option: message" for the command line). */
+struct config_errors {
+    char **msg;
+    size_t n;
+};
+
+/* Fills c with the embedded defaults (DESIGN.md's table). 0, or -1 on ENOMEM. */
+int config_defaults(struct config *c);
+
+/* Parses the libconfig file at path over the values already in c. Every
+ * error found is appended to errs (unknown keys, wrong types, out-of-range
+ * values, bad listen addresses, syntax errors, an unreadable file).
+ * Returns the number of errors added. */
+int config_load_file(struct config *c, const char *path, struct config_errors *errs);
+
+/* The same for text already in memory; name is used in messages. */
+int config_load_string(struct config *c, const char *text, const char *name,
+                       struct config_errors *errs);
+
+/* One command-line override: key is the long option without "--"
+ * ("listen", "app", "mode", "workers", "threads", "worker-connections",
+ * "database", "pidfile"). The first "listen" override replaces the list,
+ * later ones append. Returns the number of errors added (0 or 1). */
+int config_override(struct config *c, const char *key, const char *value,
+                    struct config_errors *errs);
+
+/* Checks that need the final values: the module file exists and is
+ * readable, listen addresses parse. Returns the number of errors added. */
+int config_check(const struct config *c, struct config_errors *errs);
+
+/* "sync", "threads", "async". */
+const char *config_mode_name(enum config_mode m);
+
+/* Looks up an app.settings value, NULL if absent. */
+const char *config_setting(const struct config *c, const char *name);
+
+void config_free(struct config *c);
+void config_errors_free(struct config_errors *e);
+
+#endif

@@ -1,0 +1,43 @@
+/*
+ * log.h - the error log and the access log.
+ *
+ * Every line goes out in one write(2) on an O_APPEND descriptor, so lines
+ * from the supervisor, workers and threads never interleave.
+ */
+#ifndef FCGATE_LOG_H
+#define FCGATE_LOG_H
+
+#include <fcgate/app.h>
+#include <stddef.h>
+
+/* Opens the error log ("-": stderr) and the access log (NULL: off, "-":
+ * stderr) at the given level. Before it is called, lines go to stderr at
+ * info level. 0, or -1 with a message already written to stderr. */
+int log_open(int level, const char *error_path, const char *access_path);
+
+/* Reopens both files (logrotate, USR1). 0 or -1 (logged). */
+int log_reopen(void);
+
+/* Tags lines with this process's role, e.g. "worker 3"; pid is added. */
+void log_set_role(const char *role);
+
+void log_write(int level, const char *fmt, ...) FCGATE_PRINTF(2, 3);
+
+#define log_error(...) log_write(FCGATE_LOG_ERROR, __VA_ARGS__)
+#define log_warn(...) log_write(FCGATE_LOG_WARN, __VA_ARGS__)
+#define log_info(...) log_write(FCGATE_LOG_INFO, __VA_ARGS__)
+#define log_debug(...) log_write(FCGATE_LOG_DEBUG, __VA_ARGS__)
+
+/* Logs at error level and exits 1. Only before serving. */
+void log_fatal(const char *fmt, ...) FCGATE_PRINTF(1, 2) __attribute__((noreturn));
+
+/* True when the access log is on. */
+int log_access_enabled(void);
+
+/* One access-log line (already formatted, without newline). */
+void log_access_line(const char *line, size_t len);
+
+/* "error", "warn", "info", "debug" -> level, -1 if unknown. */
+int log_level_parse(const char *name);
+
+#endif
