@@ -1,0 +1,141 @@
+/*
+ * conn.c - one FastCGI connection: bytes from the engine through the codec
+ * to requests, responses back.
+ *
+ * A request runs only once its body is complete (the empty STDIN record),
+ * so every body is drained before the next request on a kept-alive
+ * connection, and the app never waits on nginx while it runs. A body over
+ * limits.max_body_bytes is read and discarded: the app sees ETOOBIG and
+ * answers 413 on a connection that is still in sync.
+ */
+#include "fcgate.h"
+#include "log.h"
+
+#include <fastcgi.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define READ_BUF 16384
+
+static int send_pending(struct conn *c)
+{
+    struct codec_buf *out = &c->codec.out;
+    if (out->len == 0)
+        return 0;
+    int rc = c->io->write(c, out->data, out->len);
+    out->len = 0;
+    return rc;
+}
+
+static void body_reset(struct request_body *b, const struct conn *c)
+{
+    b->buf.len = 0;
+    b->too_big = 0;
+    b->limit = c->w->cfg->max_body_bytes;
+    const char *cl = codec_param(&c->codec, "CONTENT_LENGTH");
+    /* Refuse early on the declared length; the bytes are still drained. */
+    if (cl && *cl && strtoull(cl, NULL, 10) > b->limit)
+        b->too_big = 1;
+}
+
+static void body_add(struct request_body *b, const uint8_t *p, size_t n)
+{
+    if (b->too_big)
+        return;
+    if (n > b->limit - b->buf.len || codec_buf_append(&b->buf, p, n) < 0) {
+        b->too_big = 1;
+        codec_buf_free(&b->buf);
+    }
+}
+
+/* The reply to an aborted request: nothing more for it (spec 5.4). */
+static int end_aborted(struct conn *c, uint16_t id)
+{
+    c->wire.len = 0;
+    if (codec_put_end(&c->wire, id, 0, FCGI_REQUEST_COMPLETE) < 0)
+        return -1;
+    return c->io->write(c, c->wire.data, c->wire.len);
+}
+
+/* Half-close first so nginx reads a clean EOF rather than a reset when
+ * bytes it sent are still unread here. */
+static void conn_close(struct conn *c)
+{
+    char sink[4096];
+    shutdown(c->fd, SHUT_WR);
+    while (recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+        ;
+    close(c->fd);
+    c->fd = -1;
+}
+
+void conn_serve(struct conn *c)
+{
+    uint8_t buf[READ_BUF];
+    size_t have = 0, off = 0;
+    struct request_body body = {0};
+    int keep = 1;
+
+    codec_init(&c->codec, &c->w->limits);
+    while (keep) {
+        if (off == have) {
+            ssize_t n = c->io->read(c, buf, sizeof(buf), c->codec.rq == RQ_IDLE);
+            if (n == 0) {
+                const char *why = codec_eof(&c->codec);
+                if (why)
+                    log_warn("protocol error, closing connection: %s", why);
+                break;
+            }
+            if (n < 0)
+                break;
+            have = (size_t)n;
+            off = 0;
+        }
+        struct codec_event ev;
+        size_t used;
+        enum codec_event_type t = codec_next(&c->codec, buf + off, have - off, &used, &ev);
+        off += used;
+        if (send_pending(c) < 0)
+            break;
+        switch (t) {
+        case CODEC_NEED_MORE:
+        case CODEC_BEGIN:
+            break;
+        case CODEC_PARAMS:
+            body_reset(&body, c);
+            break;
+        case CODEC_STDIN:
+            body_add(&body, ev.data, ev.len);
+            break;
+        case CODEC_STDIN_END:
+            /* NUL-terminated for fcgate_read_all, not counted in len. */
+            if (!body.too_big && codec_buf_append(&body.buf, "", 1) == 0)
+                body.buf.len--;
+            keep = request_run(c, ev.id, &body) == 0 && c->codec.keep_conn;
+            codec_request_done(&c->codec);
+            if (body.buf.cap > READ_BUF * 4)
+                codec_buf_free(&body.buf);
+            break;
+        case CODEC_ABORT:
+            keep = end_aborted(c, ev.id) == 0 && ev.keep_conn;
+            codec_request_done(&c->codec);
+            break;
+        case CODEC_REJECTED:
+            keep = ev.keep_conn;
+            break;
+        case CODEC_ERROR:
+            log_warn("protocol error, closing connection: %s", ev.reason);
+            keep = 0;
+            break;
+        }
+        if (keep && atomic_load(&c->w->stopping) && c->codec.rq == RQ_IDLE && off == have)
+            keep = 0;
+    }
+    codec_free(&c->codec);
+    codec_buf_free(&body.buf);
+    codec_buf_free(&c->wire);
+    codec_buf_free(&c->head);
+    conn_close(c);
+}

@@ -1,0 +1,150 @@
+/*
+ * db.c - sqlite connections for the app: one per thread, never shared.
+ *
+ * Opened lazily on the first fcgate_db call of a thread, which is always
+ * after fork (NOTES.md: a connection must never cross a fork). Each
+ * connection is NOMUTEX (it is only ever used by its thread), in WAL mode
+ * with synchronous=NORMAL and a busy timeout, and keeps a cache of
+ * persistent prepared statements keyed by SQL text.
+ */
+#include "fcgate.h"
+#include "log.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STMT_CACHE 64
+#define BUSY_TIMEOUT_MS 5000
+#define SNAPSHOT_RETRIES 5
+
+struct db_conn {
+    sqlite3 *db;
+    size_t nstmts;
+    struct {
+        char *copy;
+        sqlite3_stmt *stmt;
+    } stmts[STMT_CACHE];
+};
+
+static char *db_path;
+static _Thread_local struct db_conn *tconn;
+
+void db_configure(const char *path)
+{
+    db_path = path && *path ? strdup(path) : NULL;
+}
+
+static int exec(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        log_error("database %s: %s: %s", db_path, sql, msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static struct db_conn *conn_get(void)
+{
+    if (tconn)
+        return tconn;
+    if (!db_path)
+        return NULL;
+    struct db_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    int rc = sqlite3_open_v2(db_path, &c->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        log_error("cannot open database %s: %s", db_path,
+                  c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        goto fail;
+    }
+    sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
+    if (exec(c->db, "PRAGMA journal_mode=WAL") < 0 || exec(c->db, "PRAGMA synchronous=NORMAL") < 0)
+        goto fail;
+    tconn = c;
+    return c;
+fail:
+    sqlite3_close(c->db);
+    free(c);
+    return NULL;
+}
+
+sqlite3_stmt *fcgate_stmt(sqlite3 *db, const char *sql)
+{
+    struct db_conn *c = tconn;
+    if (!c || c->db != db || !sql)
+        return NULL;
+    for (size_t i = 0; i < c->nstmts; i++) {
+        if (strcmp(c->stmts[i].copy, sql) == 0) {
+            sqlite3_reset(c->stmts[i].stmt);
+            sqlite3_clear_bindings(c->stmts[i].stmt);
+            return c->stmts[i].stmt;
+        }
+    }
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+        log_error("database %s: cannot prepare \"%s\": %s", db_path, sql, sqlite3_errmsg(db));
+        return NULL;
+    }
+    if (c->nstmts == STMT_CACHE) {
+        /* Full: the oldest entry makes room; its SQL is prepared again if
+         * used again. Apps with more distinct statements pay a prepare. */
+        sqlite3_finalize(c->stmts[0].stmt);
+        free(c->stmts[0].copy);
+        memmove(&c->stmts[0], &c->stmts[1], (STMT_CACHE - 1) * sizeof(c->stmts[0]));
+        c->nstmts--;
+    }
+    char *copy = strdup(sql);
+    if (!copy) {
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    c->stmts[c->nstmts].copy = copy;
+    c->stmts[c->nstmts].stmt = st;
+    c->nstmts++;
+    return st;
+}
+
+/* After each call: no statement keeps a read snapshot open (it would pin
+ * the WAL), and no transaction outlives the call. */
+static void settle(struct db_conn *c)
+{
+    for (size_t i = 0; i < c->nstmts; i++)
+        sqlite3_reset(c->stmts[i].stmt);
+    if (!sqlite3_get_autocommit(c->db))
+        exec(c->db, "ROLLBACK");
+}
+
+int db_run(int (*fn)(sqlite3 *db, void *arg), void *arg)
+{
+    struct db_conn *c = conn_get();
+    if (!c)
+        return db_path ? FCGATE_EDB : FCGATE_EINVAL;
+    int rc = FCGATE_EDB;
+    for (int attempt = 0; attempt < SNAPSHOT_RETRIES; attempt++) {
+        rc = fn(c->db, arg);
+        int busy_snapshot = rc != FCGATE_OK && sqlite3_extended_errcode(c->db) == SQLITE_BUSY_SNAPSHOT;
+        settle(c);
+        if (!busy_snapshot)
+            break;
+    }
+    return rc;
+}
+
+void db_close_thread(void)
+{
+    struct db_conn *c = tconn;
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->nstmts; i++) {
+        sqlite3_finalize(c->stmts[i].stmt);
+        free(c->stmts[i].copy);
+    }
+    sqlite3_close(c->db);
+    free(c);
+    tconn = NULL;
+}

@@ -1,0 +1,143 @@
+/*
+ * main.c - the command line: configuration, -t, then the supervisor.
+ */
+#include "fcgate.h"
+#include "log.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_OVERRIDES 64
+
+/* Kept for reloads: HUP re-reads the file and applies these again. */
+static const char *config_file;
+static struct {
+    const char *key, *value;
+} overrides[MAX_OVERRIDES];
+static size_t noverrides;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: fcgate [-c FILE] [-t] [options]\n"
+            "\n"
+            "Runs C application modules behind nginx over FastCGI.\n"
+            "\n"
+            "  -c, --config FILE           the configuration file (libconfig); without it,\n"
+            "                              the embedded defaults apply\n"
+            "  -t, --test                  check the configuration and exit\n"
+            "      --listen ADDR           unix:/path, 127.0.0.1:9000 or [::1]:9000 (repeatable;\n"
+            "                              replaces the file's list)\n"
+            "      --app PATH              the application module (.so)\n"
+            "      --mode MODE             sync, threads or async\n"
+            "      --workers N             worker processes\n"
+            "      --threads N             threads per worker (threads mode)\n"
+            "      --worker-connections N  connections per worker (async mode)\n"
+            "      --database PATH         the app's sqlite database\n"
+            "      --pidfile PATH          write the supervisor's pid there\n"
+            "  -v, --version               print the version and exit\n"
+            "  -h, --help                  print this help and exit\n"
+            "\n"
+            "Signals: TERM graceful stop, INT/QUIT fast stop, HUP reload, TTIN/TTOU one\n"
+            "worker more/less, USR1 reopen log files.\n");
+}
+
+/* Defaults, then the file, then the command line: the order users expect. */
+static int build_config(struct config *c, struct config_errors *errs)
+{
+    int n = 0;
+    if (config_defaults(c) < 0) {
+        fprintf(stderr, "fcgate: out of memory\n");
+        exit(1);
+    }
+    if (config_file)
+        n += config_load_file(c, config_file, errs);
+    for (size_t i = 0; i < noverrides; i++)
+        n += config_override(c, overrides[i].key, overrides[i].value, errs);
+    if (n == 0)
+        n += config_check(c, errs);
+    if (n)
+        config_free(c);
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    enum { OPT_LISTEN = 256, OPT_APP, OPT_MODE, OPT_WORKERS, OPT_THREADS, OPT_CONNS, OPT_DB,
+           OPT_PIDFILE };
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"test", no_argument, NULL, 't'},
+        {"version", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"app", required_argument, NULL, OPT_APP},
+        {"mode", required_argument, NULL, OPT_MODE},
+        {"workers", required_argument, NULL, OPT_WORKERS},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"worker-connections", required_argument, NULL, OPT_CONNS},
+        {"database", required_argument, NULL, OPT_DB},
+        {"pidfile", required_argument, NULL, OPT_PIDFILE},
+        {NULL, 0, NULL, 0},
+    };
+    int test_only = 0, opt;
+
+    while ((opt = getopt_long(argc, argv, "c:tvh", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            config_file = optarg;
+            break;
+        case 't':
+            test_only = 1;
+            break;
+        case 'v':
+            printf("fcgate %s (app ABI %d.%d)\n", FCGATE_VERSION, FCGATE_ABI_MAJOR,
+                   FCGATE_ABI_MINOR);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case '?':
+            usage(stderr);
+            return 2;
+        default:
+            if (noverrides == MAX_OVERRIDES) {
+                fprintf(stderr, "fcgate: too many command-line options\n");
+                return 2;
+            }
+            overrides[noverrides].key = opts[opt - OPT_LISTEN + 4].name;
+            overrides[noverrides].value = optarg;
+            noverrides++;
+            break;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "fcgate: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+
+    struct config cfg;
+    struct config_errors errs = {0};
+    if (build_config(&cfg, &errs) != 0) {
+        for (size_t i = 0; i < errs.n; i++)
+            fprintf(stderr, "%s\n", errs.msg[i]);
+        if (!test_only)
+            fprintf(stderr, "fcgate: %zu error%s in the configuration; not starting\n", errs.n,
+                    errs.n == 1 ? "" : "s");
+        config_errors_free(&errs);
+        return 1;
+    }
+    if (test_only) {
+        printf("configuration ok\n");
+        config_free(&cfg);
+        return 0;
+    }
+    if (log_open(cfg.log_level, cfg.log_error, cfg.log_access) < 0) {
+        config_free(&cfg);
+        return 1;
+    }
+    return supervisor_run(&cfg, build_config);
+}

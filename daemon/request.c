@@ -1,0 +1,489 @@
+/*
+ * request.c - one request as the app sees it: the fcgate_* API.
+ *
+ * By the time the app runs, conn.c has read the whole request, params and
+ * body, so reading never waits. Output is buffered: a response that fits
+ * in OUT_FLUSH bytes leaves in one write with a Content-Length (nginx can
+ * then keep its client connection alive without chunking); a larger one
+ * leaves in OUT_FLUSH-sized pieces as the app writes it.
+ */
+#include "fcgate.h"
+#include "log.h"
+
+#include <ctype.h>
+#include <fastcgi.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#define OUT_FLUSH 65536
+
+struct fcgate_req {
+    struct conn *c;
+    uint16_t id;
+    struct request_body *body;
+    size_t read_off;
+    const char *method, *path, *query;
+    char *path_buf;
+    int status;
+    int has_ctype, has_clen;
+    int headers_sent, gone;
+    struct codec_buf out; /* body bytes not yet sent */
+    size_t body_sent;
+};
+
+const char *fcgate_strerror(int status)
+{
+    switch (status) {
+    case FCGATE_OK:
+        return "success";
+    case FCGATE_EINVAL:
+        return "invalid argument or not found";
+    case FCGATE_ENOMEM:
+        return "out of memory";
+    case FCGATE_EIO:
+        return "I/O error";
+    case FCGATE_ETOOBIG:
+        return "too big";
+    case FCGATE_EDB:
+        return "database error";
+    case FCGATE_ETIMEDOUT:
+        return "timed out";
+    case FCGATE_ECLOSED:
+        return "client went away";
+    default:
+        return "unknown status";
+    }
+}
+
+const char *fcgate_version(void)
+{
+    return FCGATE_VERSION;
+}
+
+/* ---- request data ---- */
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    ch = tolower(ch);
+    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* Percent-decodes src[0..n) into dst (cap bytes, NUL-terminated); '+' is a
+ * space when plus is set. The length, or -1 if dst is too small. */
+static long url_decode(const char *src, size_t n, char *dst, size_t cap, int plus)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int ch = (unsigned char)src[i];
+        if (ch == '%' && i + 2 < n && hexval(src[i + 1]) >= 0 && hexval(src[i + 2]) >= 0) {
+            ch = hexval(src[i + 1]) * 16 + hexval(src[i + 2]);
+            i += 2;
+        } else if (ch == '+' && plus) {
+            ch = ' ';
+        }
+        if (o + 1 >= cap)
+            return -1;
+        dst[o++] = (char)ch;
+    }
+    if (o >= cap)
+        return -1;
+    dst[o] = '\0';
+    return (long)o;
+}
+
+/* REQUEST_URI is what the client sent; DOCUMENT_URI and SCRIPT_NAME are
+ * what nginx made of it, and not every front end sends them. */
+static const char *derive_path(struct fcgate_req *r)
+{
+    const struct codec *cd = &r->c->codec;
+    const char *uri = codec_param(cd, "REQUEST_URI");
+    if (uri && *uri) {
+        size_t n = strcspn(uri, "?#");
+        r->path_buf = malloc(n + 1);
+        if (r->path_buf) {
+            long len = url_decode(uri, n, r->path_buf, n + 1, 0);
+            if (len >= 0 && strlen(r->path_buf) == (size_t)len)
+                return r->path_buf;
+            memcpy(r->path_buf, uri, n); /* a %00 inside: keep it raw */
+            r->path_buf[n] = '\0';
+            return r->path_buf;
+        }
+    }
+    const char *doc = codec_param(cd, "DOCUMENT_URI");
+    if (doc && *doc)
+        return doc;
+    const char *script = codec_param(cd, "SCRIPT_NAME");
+    const char *info = codec_param(cd, "PATH_INFO");
+    if (info && *info && script) {
+        size_t n = strlen(script) + strlen(info) + 1;
+        r->path_buf = malloc(n);
+        if (r->path_buf) {
+            snprintf(r->path_buf, n, "%s%s", script, info);
+            return r->path_buf;
+        }
+    }
+    return script ? script : "/";
+}
+
+const char *fcgate_method(fcgate_req *r)
+{
+    return r->method;
+}
+
+const char *fcgate_path(fcgate_req *r)
+{
+    return r->path;
+}
+
+const char *fcgate_query(fcgate_req *r)
+{
+    return r->query;
+}
+
+const char *fcgate_param(fcgate_req *r, const char *name)
+{
+    return name ? codec_param(&r->c->codec, name) : NULL;
+}
+
+const char *fcgate_header(fcgate_req *r, const char *name)
+{
+    char key[256] = "HTTP_";
+    size_t n = 5;
+
+    if (!name)
+        return NULL;
+    if (strcasecmp(name, "Content-Type") == 0)
+        return codec_param(&r->c->codec, "CONTENT_TYPE");
+    if (strcasecmp(name, "Content-Length") == 0)
+        return codec_param(&r->c->codec, "CONTENT_LENGTH");
+    for (const char *p = name; *p; p++) {
+        if (n + 1 >= sizeof(key))
+            return NULL;
+        key[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    }
+    key[n] = '\0';
+    return codec_param(&r->c->codec, key);
+}
+
+int fcgate_query_value(fcgate_req *r, const char *key, char *buf, size_t len)
+{
+    const char *q = r->query;
+    size_t klen = key ? strlen(key) : 0;
+    char name[256];
+
+    if (!key || !buf)
+        return FCGATE_EINVAL;
+    while (*q) {
+        size_t pair = strcspn(q, "&");
+        size_t nlen = strcspn(q, "=&");
+        long dn = url_decode(q, nlen, name, sizeof(name), 1);
+        if (dn == (long)klen && memcmp(name, key, klen) == 0) {
+            const char *v = nlen < pair ? q + nlen + 1 : q + nlen;
+            size_t vlen = nlen < pair ? pair - nlen - 1 : 0;
+            long n = url_decode(v, vlen, buf, len, 1);
+            return n < 0 ? FCGATE_ETOOBIG : (int)n;
+        }
+        q += pair;
+        if (*q == '&')
+            q++;
+    }
+    return FCGATE_EINVAL;
+}
+
+long fcgate_read(fcgate_req *r, void *buf, size_t len)
+{
+    if (r->body->too_big)
+        return FCGATE_ETOOBIG;
+    size_t left = r->body->buf.len - r->read_off;
+    if (len > left)
+        len = left;
+    if (len)
+        memcpy(buf, r->body->buf.data + r->read_off, len);
+    r->read_off += len;
+    return (long)len;
+}
+
+int fcgate_read_all(fcgate_req *r, const char **body, size_t *len)
+{
+    if (r->body->too_big)
+        return FCGATE_ETOOBIG;
+    *body = r->body->buf.data ? (const char *)r->body->buf.data : "";
+    *len = r->body->buf.len;
+    return FCGATE_OK;
+}
+
+/* ---- response ---- */
+
+static const char *reason_phrase(int code)
+{
+    static const struct {
+        int code;
+        const char *text;
+    } reasons[] = {
+        {100, "Continue"},
+        {101, "Switching Protocols"},
+        {200, "OK"},
+        {201, "Created"},
+        {202, "Accepted"},
+        {204, "No Content"},
+        {206, "Partial Content"},
+        {301, "Moved Permanently"},
+        {302, "Found"},
+        {303, "See Other"},
+        {304, "Not Modified"},
+        {307, "Temporary Redirect"},
+        {308, "Permanent Redirect"},
+        {400, "Bad Request"},
+        {401, "Unauthorized"},
+        {403, "Forbidden"},
+        {404, "Not Found"},
+        {405, "Method Not Allowed"},
+        {406, "Not Acceptable"},
+        {408, "Request Timeout"},
+        {409, "Conflict"},
+        {410, "Gone"},
+        {411, "Length Required"},
+        {412, "Precondition Failed"},
+        {413, "Content Too Large"},
+        {415, "Unsupported Media Type"},
+        {422, "Unprocessable Content"},
+        {429, "Too Many Requests"},
+        {500, "Internal Server Error"},
+        {501, "Not Implemented"},
+        {502, "Bad Gateway"},
+        {503, "Service Unavailable"},
+        {504, "Gateway Timeout"},
+    };
+    for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+        if (reasons[i].code == code)
+            return reasons[i].text;
+    return "Unknown";
+}
+
+int fcgate_set_status(fcgate_req *r, int code)
+{
+    if (code < 100 || code > 599 || r->headers_sent)
+        return FCGATE_EINVAL;
+    r->status = code;
+    return FCGATE_OK;
+}
+
+static int is_token(const char *s)
+{
+    if (!*s)
+        return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
+            return 0;
+    return 1;
+}
+
+int fcgate_add_header(fcgate_req *r, const char *name, const char *value)
+{
+    struct codec_buf *h = &r->c->head;
+
+    if (r->headers_sent || !name || !value || !is_token(name) || strpbrk(value, "\r\n") ||
+        strcasecmp(name, "Status") == 0)
+        return FCGATE_EINVAL;
+    size_t old = h->len;
+    if (codec_buf_append(h, name, strlen(name)) < 0 || codec_buf_append(h, ": ", 2) < 0 ||
+        codec_buf_append(h, value, strlen(value)) < 0 || codec_buf_append(h, "\r\n", 2) < 0) {
+        h->len = old;
+        return FCGATE_ENOMEM;
+    }
+    r->has_ctype |= strcasecmp(name, "Content-Type") == 0;
+    r->has_clen |= strcasecmp(name, "Content-Length") == 0;
+    return FCGATE_OK;
+}
+
+/* Sends what is buffered; with final, the response ends (END_REQUEST). */
+static int flush(struct fcgate_req *r, int final)
+{
+    struct conn *c = r->c;
+    struct codec_buf *w = &c->wire;
+    int rc = 0;
+
+    w->len = 0;
+    if (!r->headers_sent) {
+        char line[96];
+        int n = snprintf(line, sizeof(line), "Status: %d %s\r\n", r->status,
+                         reason_phrase(r->status));
+        struct codec_buf blk = {0};
+        rc |= codec_buf_append(&blk, line, (size_t)n);
+        if (!r->has_ctype && r->status != 204 && r->status != 304)
+            rc |= codec_buf_append(&blk, "Content-Type: text/plain\r\n", 26);
+        if (final && !r->has_clen && r->status != 204 && r->status != 304) {
+            n = snprintf(line, sizeof(line), "Content-Length: %zu\r\n", r->out.len);
+            rc |= codec_buf_append(&blk, line, (size_t)n);
+        }
+        rc |= codec_buf_append(&blk, c->head.data, c->head.len);
+        rc |= codec_buf_append(&blk, "\r\n", 2);
+        rc |= codec_buf_append(&blk, r->out.data, r->out.len);
+        rc |= codec_put_stdout(w, r->id, blk.data, blk.len);
+        codec_buf_free(&blk);
+        r->headers_sent = 1;
+    } else {
+        rc |= codec_put_stdout(w, r->id, r->out.data, r->out.len);
+    }
+    r->body_sent += r->out.len;
+    r->out.len = 0;
+    if (final)
+        rc |= codec_put_end(w, r->id, 0, FCGI_REQUEST_COMPLETE);
+    if (rc < 0) {
+        log_error("out of memory sending a response; closing the connection");
+        r->gone = 1;
+        return FCGATE_ENOMEM;
+    }
+    if (!r->gone && c->io->write(c, w->data, w->len) < 0)
+        r->gone = 1;
+    if (w->cap > 4 * OUT_FLUSH)
+        codec_buf_free(w);
+    return r->gone ? FCGATE_ECLOSED : FCGATE_OK;
+}
+
+int fcgate_write(fcgate_req *r, const void *buf, size_t len)
+{
+    if (r->gone)
+        return FCGATE_ECLOSED;
+    if (codec_buf_append(&r->out, buf, len) < 0)
+        return FCGATE_ENOMEM;
+    return r->out.len >= OUT_FLUSH ? flush(r, 0) : FCGATE_OK;
+}
+
+int fcgate_printf(fcgate_req *r, const char *fmt, ...)
+{
+    char small[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof(small), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return FCGATE_EINVAL;
+    if ((size_t)n < sizeof(small))
+        return fcgate_write(r, small, (size_t)n);
+    char *big = malloc((size_t)n + 1);
+    if (!big)
+        return FCGATE_ENOMEM;
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    int rc = fcgate_write(r, big, (size_t)n);
+    free(big);
+    return rc;
+}
+
+/* ---- waiting: the engine decides what waiting means ---- */
+
+int fcgate_db(fcgate_req *r, int (*fn)(sqlite3 *db, void *arg), void *arg)
+{
+    if (!fn)
+        return FCGATE_EINVAL;
+    return r->c->io->db(r->c, fn, arg);
+}
+
+int fcgate_sleep(fcgate_req *r, unsigned ms)
+{
+    return r->c->io->sleep(r->c, ms);
+}
+
+int fcgate_wait_fd(fcgate_req *r, int fd, short events, int timeout_ms)
+{
+    if (fd < 0)
+        return FCGATE_EINVAL;
+    return r->c->io->wait_fd(r->c, fd, events, timeout_ms);
+}
+
+void fcgate_log(fcgate_req *r, int level, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (r)
+        log_write(level, "app: %s %s: %s", r->method, r->path, msg);
+    else
+        log_write(level, "app: %s", msg);
+}
+
+const char *fcgate_setting(const fcgate_host *h, const char *name)
+{
+    return h && name ? config_setting(h->cfg, name) : NULL;
+}
+
+int fcgate_host_db(const fcgate_host *h, int (*fn)(sqlite3 *db, void *arg), void *arg)
+{
+    (void)h;
+    return fn ? db_run(fn, arg) : FCGATE_EINVAL;
+}
+
+/* ---- running one request ---- */
+
+static void access_log(struct fcgate_req *r, uint64_t t0_us)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u - t0_us;
+    time_t now = time(NULL);
+    struct tm tm;
+    char when[32], line[2048];
+    const char *addr = codec_param(&r->c->codec, "REMOTE_ADDR");
+    const char *uri = codec_param(&r->c->codec, "REQUEST_URI");
+
+    gmtime_r(&now, &tm);
+    strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S +0000", &tm);
+    int n = snprintf(line, sizeof(line), "%s - [%s] \"%s %s\" %d %zu %lluus pid=%d\n",
+                     addr ? addr : "-", when, r->method, uri ? uri : r->path, r->status,
+                     r->body_sent, (unsigned long long)us, (int)getpid());
+    if (n > 0)
+        log_access_line(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+int request_run(struct conn *c, uint16_t id, struct request_body *body)
+{
+    struct worker *w = c->w;
+    struct fcgate_req r = {.c = c, .id = id, .body = body, .status = 200};
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t t0_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    c->head.len = 0;
+    r.method = codec_param(&c->codec, "REQUEST_METHOD");
+    if (!r.method)
+        r.method = "";
+    r.query = codec_param(&c->codec, "QUERY_STRING");
+    if (!r.query)
+        r.query = "";
+    r.path = derive_path(&r);
+    if (c->slot)
+        scoreboard_begin(c->slot, r.method, r.path);
+
+    int rc = w->mod.app->handle(w->app_ctx, &r);
+    if (rc != 0 && !r.headers_sent && !r.gone) {
+        log_error("app: %s %s: handler failed (%d: %s)", r.method, r.path, rc, fcgate_strerror(rc));
+        c->head.len = 0;
+        r.out.len = 0;
+        r.has_ctype = r.has_clen = 0;
+        r.status = 500;
+        fcgate_write(&r, "internal server error\n", 22);
+    }
+    flush(&r, 1);
+    if (log_access_enabled())
+        access_log(&r, t0_us);
+    if (c->slot)
+        scoreboard_end(c->slot);
+    codec_buf_free(&r.out);
+    free(r.path_buf);
+    worker_count_request(w);
+    return r.gone ? -1 : 0;
+}

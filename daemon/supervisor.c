@@ -1,0 +1,586 @@
+/*
+ * supervisor.c - the master process: listen sockets, the worker pool,
+ * signals, reloads. Single-threaded; never loads the app; never serves.
+ *
+ * Signals stay blocked and are taken synchronously with sigtimedwait(), so
+ * every decision is made in one loop, in a fixed order, once per turn
+ * (nginx's master works the same way with sigsuspend and flags). A turn is
+ * at most TICK_MS long, which bounds how late a timeout or a deadline can
+ * be acted on.
+ *
+ * Workers belong to a generation: a config plus its scoreboard. HUP makes
+ * a new generation from the re-read config; the old one is retired (TERM:
+ * finish in-flight requests, then exit) only once every new worker has
+ * reported ready, so a reload never leaves the socket without acceptors,
+ * and a new generation that cannot boot is dropped in favour of the old.
+ */
+#include "fcgate.h"
+#include "listen.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TICK_MS 100
+#define MAX_WORKERS 1024
+#define MAX_GENERATIONS 8
+#define FAST_STOP_MS 2000
+#define ABORT_GRACE_MS 1000
+#define BOOT_FAILURES_MAX 5
+
+struct generation {
+    unsigned id;
+    struct config cfg;
+    struct scoreboard sb;
+    int ever_ready;
+    int retiring;
+};
+
+struct proc {
+    pid_t pid;
+    struct generation *gen;
+    size_t index;
+    uint64_t started_ms;
+    uint64_t term_ms;  /* TERM sent (graceful): kill after graceful_timeout */
+    uint64_t abort_ms; /* SIGABRT sent (timeout): SIGKILL after ABORT_GRACE_MS */
+    int ready;
+};
+
+static struct {
+    struct generation *gens[MAX_GENERATIONS];
+    struct generation *cur;
+    struct proc procs[MAX_WORKERS * 2];
+    size_t nprocs;
+    int listen_fds[CONFIG_MAX_LISTEN];
+    struct listen_addr addrs[CONFIG_MAX_LISTEN];
+    size_t nlisten;
+    int stopping; /* 0, 1 graceful, 2 fast */
+    uint64_t stop_deadline_ms;
+    int killed_all;
+    int exit_code;
+    uint64_t next_spawn_ms, backoff_ms;
+    int boot_failures;
+    unsigned next_gen;
+    supervisor_reload_fn reload;
+    char *pidfile;
+} S;
+
+/* ---- generations ---- */
+
+static struct generation *gen_new(struct config *cfg)
+{
+    struct generation *g = calloc(1, sizeof(*g));
+    if (!g)
+        return NULL;
+    size_t per = cfg->mode == MODE_THREADS ? (size_t)cfg->threads : 1;
+    if (scoreboard_create(&g->sb, MAX_WORKERS, per) < 0) {
+        free(g);
+        return NULL;
+    }
+    g->id = ++S.next_gen;
+    g->cfg = *cfg; /* takes ownership of the strings */
+    for (size_t i = 0; i < MAX_GENERATIONS; i++) {
+        if (!S.gens[i]) {
+            S.gens[i] = g;
+            return g;
+        }
+    }
+    scoreboard_destroy(&g->sb);
+    free(g);
+    return NULL;
+}
+
+static size_t gen_procs(const struct generation *g)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < S.nprocs; i++)
+        n += S.procs[i].gen == g;
+    return n;
+}
+
+static void gen_free_unused(void)
+{
+    for (size_t i = 0; i < MAX_GENERATIONS; i++) {
+        struct generation *g = S.gens[i];
+        if (g && g != S.cur && gen_procs(g) == 0) {
+            scoreboard_destroy(&g->sb);
+            config_free(&g->cfg);
+            free(g);
+            S.gens[i] = NULL;
+        }
+    }
+}
+
+/* ---- workers ---- */
+
+static struct proc *proc_by_pid(pid_t pid)
+{
+    for (size_t i = 0; i < S.nprocs; i++)
+        if (S.procs[i].pid == pid)
+            return &S.procs[i];
+    return NULL;
+}
+
+static int index_taken(const struct generation *g, size_t index)
+{
+    for (size_t i = 0; i < S.nprocs; i++)
+        if (S.procs[i].gen == g && S.procs[i].index == index)
+            return 1;
+    return 0;
+}
+
+static void signal_gen(const struct generation *g, int sig, uint64_t now)
+{
+    for (size_t i = 0; i < S.nprocs; i++) {
+        struct proc *p = &S.procs[i];
+        if (g && p->gen != g)
+            continue;
+        kill(p->pid, sig);
+        if (sig == SIGTERM && !p->term_ms)
+            p->term_ms = now;
+    }
+}
+
+static int spawn(struct generation *g, size_t index)
+{
+    if (S.nprocs == sizeof(S.procs) / sizeof(S.procs[0]))
+        return -1;
+    const struct config *cfg = &g->cfg;
+    long max = cfg->max_requests;
+    if (max > 0 && cfg->max_requests_jitter > 0)
+        max += random() % (cfg->max_requests_jitter + 1);
+    for (size_t t = 0; t < g->sb.per_worker; t++) {
+        struct score_slot *s = scoreboard_slot(&g->sb, index, t);
+        atomic_store(&s->pid, 0);
+        atomic_store(&s->start_ms, 0);
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_error("fork: %s", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        struct worker w = {
+            .cfg = cfg,
+            .listen_fds = S.listen_fds,
+            .nlisten = S.nlisten,
+            .index = index,
+            .sb = &g->sb,
+            .max_requests = max,
+        };
+        worker_main(&w);
+    }
+    struct proc *p = &S.procs[S.nprocs++];
+    memset(p, 0, sizeof(*p));
+    p->pid = pid;
+    p->gen = g;
+    p->index = index;
+    p->started_ms = monotonic_ms();
+    log_debug("worker %zu started, pid %d (generation %u)", index, (int)pid, g->id);
+    return 0;
+}
+
+/* Fills the current generation up to its worker count, respecting the
+ * respawn floor set after crashes. */
+static void spawn_missing(uint64_t now)
+{
+    struct generation *g = S.cur;
+    if (now < S.next_spawn_ms)
+        return;
+    for (size_t i = 0; i < (size_t)g->cfg.workers; i++)
+        if (!index_taken(g, i) && spawn(g, i) < 0)
+            return;
+}
+
+static void describe_exit(int status, char *buf, size_t len)
+{
+    if (WIFEXITED(status))
+        snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    else
+        snprintf(buf, len, "ended (status 0x%x)", (unsigned)status);
+}
+
+static void stop_all(int how, int code, uint64_t now);
+
+/* The generation a reload replaced, if it is still serving. */
+static struct generation *previous_gen(void)
+{
+    struct generation *best = NULL;
+    for (size_t i = 0; i < MAX_GENERATIONS; i++) {
+        struct generation *g = S.gens[i];
+        if (g && g != S.cur && !g->retiring && gen_procs(g) > 0 && (!best || g->id > best->id))
+            best = g;
+    }
+    return best;
+}
+
+/* The new generation cannot boot: go back to the one still serving. */
+static void reload_failed(uint64_t now)
+{
+    struct generation *bad = S.cur, *old = previous_gen();
+    log_error("reload failed: workers of generation %u cannot start; generation %u keeps serving",
+              bad->id, old->id);
+    S.cur = old;
+    signal_gen(bad, SIGTERM, now);
+}
+
+static void on_exit_proc(struct proc *p, int status, uint64_t now)
+{
+    char how[96];
+    struct proc dead = *p;
+    struct generation *g = dead.gen;
+    int boot = WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_BOOT && !dead.ready;
+    int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+
+    *p = S.procs[--S.nprocs];
+    describe_exit(status, how, sizeof(how));
+    if (S.stopping || dead.term_ms || g != S.cur) {
+        if (!clean)
+            log_info("worker %zu (pid %d) %s", dead.index, (int)dead.pid, how);
+        return;
+    }
+    if (boot) {
+        log_error("worker %zu (pid %d) could not start", dead.index, (int)dead.pid);
+        if (!g->ever_ready && previous_gen()) {
+            reload_failed(now);
+        } else if (!g->ever_ready) {
+            log_error("stopping: workers cannot start (see the error above)");
+            stop_all(2, 1, now);
+        } else if (++S.boot_failures >= BOOT_FAILURES_MAX) {
+            log_error("stopping: %d workers in a row could not start", S.boot_failures);
+            stop_all(2, 1, now);
+        }
+        if (S.stopping || g != S.cur)
+            return;
+    } else if (clean) {
+        log_info("worker %zu (pid %d) exited; replacing it", dead.index, (int)dead.pid);
+    } else {
+        struct score_slot *s = scoreboard_slot(&g->sb, dead.index, 0);
+        if (atomic_load(&s->start_ms))
+            log_error("worker %zu (pid %d) %s while serving %s %s; respawning", dead.index,
+                      (int)dead.pid, how, s->method, s->path);
+        else
+            log_error("worker %zu (pid %d) %s; respawning", dead.index, (int)dead.pid, how);
+    }
+    /* Respawn floor: a worker that dies young delays the next spawn,
+     * doubling up to 10 s, so a crash loop cannot become a fork storm. */
+    if (!clean && now - dead.started_ms < 1000) {
+        S.backoff_ms = S.backoff_ms ? S.backoff_ms * 2 : 100;
+        if (S.backoff_ms > 10000)
+            S.backoff_ms = 10000;
+        S.next_spawn_ms = now + S.backoff_ms;
+    }
+}
+
+static void reap(uint64_t now)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        struct proc *p = proc_by_pid(pid);
+        if (p)
+            on_exit_proc(p, status, now);
+    }
+}
+
+/* ---- readiness, reload, timeouts ---- */
+
+static void check_ready(void)
+{
+    for (size_t i = 0; i < S.nprocs; i++) {
+        struct proc *p = &S.procs[i];
+        if (p->ready)
+            continue;
+        struct score_slot *s = scoreboard_slot(&p->gen->sb, p->index, 0);
+        if (atomic_load(&s->pid) == p->pid) {
+            p->ready = 1;
+            p->gen->ever_ready = 1;
+            S.boot_failures = 0;
+            if (p->started_ms + 10000 < monotonic_ms())
+                S.backoff_ms = 0;
+        }
+    }
+}
+
+static size_t ready_count(const struct generation *g)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < S.nprocs; i++)
+        n += S.procs[i].gen == g && S.procs[i].ready;
+    return n;
+}
+
+/* Old generations get TERM once the current one is fully up. */
+static void retire_old(uint64_t now)
+{
+    if (ready_count(S.cur) < (size_t)S.cur->cfg.workers)
+        return;
+    for (size_t i = 0; i < MAX_GENERATIONS; i++) {
+        struct generation *g = S.gens[i];
+        if (!g || g == S.cur || g->retiring)
+            continue;
+        g->retiring = 1;
+        log_info("generation %u ready; retiring generation %u", S.cur->id, g->id);
+        signal_gen(g, SIGTERM, now);
+    }
+}
+
+static int same_listen(const struct config *a, const struct config *b)
+{
+    if (a->nlisten != b->nlisten)
+        return 0;
+    for (size_t i = 0; i < a->nlisten; i++)
+        if (strcmp(a->listen[i], b->listen[i]) != 0)
+            return 0;
+    return 1;
+}
+
+static void reload(uint64_t now)
+{
+    struct config cfg;
+    struct config_errors errs = {0};
+
+    log_info("reloading the configuration");
+    if (S.reload(&cfg, &errs) != 0) {
+        for (size_t i = 0; i < errs.n; i++)
+            log_error("%s", errs.msg[i]);
+        log_error("reload: invalid configuration; still serving with generation %u", S.cur->id);
+        config_errors_free(&errs);
+        return;
+    }
+    if (!same_listen(&cfg, &S.cur->cfg))
+        log_warn("reload: listen addresses changed; they take effect on restart or upgrade");
+    log_open(cfg.log_level, cfg.log_error, cfg.log_access);
+    struct generation *old = S.cur, *g = gen_new(&cfg);
+    if (!g) {
+        log_error("reload: too many generations still draining; try again later");
+        config_free(&cfg);
+        return;
+    }
+    S.cur = g;
+    S.next_spawn_ms = 0;
+    log_info("generation %u starting %d workers; generation %u serves until they are ready",
+             g->id, g->cfg.workers, old->id);
+    spawn_missing(now);
+}
+
+static void check_timeouts(uint64_t now)
+{
+    for (size_t i = 0; i < S.nprocs; i++) {
+        struct proc *p = &S.procs[i];
+        int timeout = p->gen->cfg.timeout;
+        if (p->abort_ms) {
+            if (now - p->abort_ms > ABORT_GRACE_MS)
+                kill(p->pid, SIGKILL);
+            continue;
+        }
+        if (p->term_ms) {
+            int grace = p->gen->cfg.graceful_timeout;
+            if (now - p->term_ms > (uint64_t)grace * 1000u) {
+                log_warn("worker %zu (pid %d) still busy %d s after TERM; killing", p->index,
+                         (int)p->pid, grace);
+                kill(p->pid, SIGKILL);
+                p->abort_ms = now;
+            }
+            continue;
+        }
+        if (timeout <= 0)
+            continue;
+        for (size_t t = 0; t < p->gen->sb.per_worker; t++) {
+            struct score_slot *s = scoreboard_slot(&p->gen->sb, p->index, t);
+            uint64_t start = atomic_load(&s->start_ms);
+            if (start && now > start && now - start > (uint64_t)timeout * 1000u) {
+                log_error("worker %zu (pid %d): %s %s running for %.1f s, over timeout %d s; "
+                          "killing the worker",
+                          p->index, (int)p->pid, s->method, s->path, (double)(now - start) / 1e3,
+                          timeout);
+                kill(p->pid, SIGABRT);
+                p->abort_ms = now;
+                break;
+            }
+        }
+    }
+}
+
+/* ---- stopping ---- */
+
+static void stop_all(int how, int code, uint64_t now)
+{
+    if (S.stopping >= how)
+        return;
+    S.stopping = how;
+    if (code)
+        S.exit_code = code;
+    if (how == 1) {
+        S.stop_deadline_ms = now + (uint64_t)S.cur->cfg.graceful_timeout * 1000u;
+        signal_gen(NULL, SIGTERM, now);
+    } else {
+        S.stop_deadline_ms = now + FAST_STOP_MS;
+        signal_gen(NULL, SIGINT, now);
+    }
+}
+
+static void on_signal(int sig, uint64_t now)
+{
+    switch (sig) {
+    case SIGTERM:
+        log_info("TERM: graceful stop (up to %d s)", S.cur->cfg.graceful_timeout);
+        stop_all(1, 0, now);
+        break;
+    case SIGINT:
+    case SIGQUIT:
+        log_info("%s: fast stop", sig == SIGINT ? "INT" : "QUIT");
+        stop_all(2, 0, now);
+        break;
+    case SIGHUP:
+        if (!S.stopping)
+            reload(now);
+        break;
+    case SIGTTIN:
+        if (S.cur->cfg.workers < MAX_WORKERS)
+            S.cur->cfg.workers++;
+        log_info("TTIN: %d workers", S.cur->cfg.workers);
+        break;
+    case SIGTTOU:
+        if (S.cur->cfg.workers > 1) {
+            size_t gone = (size_t)--S.cur->cfg.workers;
+            for (size_t i = 0; i < S.nprocs; i++)
+                if (S.procs[i].gen == S.cur && S.procs[i].index == gone) {
+                    kill(S.procs[i].pid, SIGTERM);
+                    S.procs[i].term_ms = now;
+                }
+        }
+        log_info("TTOU: %d workers", S.cur->cfg.workers);
+        break;
+    case SIGUSR1:
+        log_reopen();
+        signal_gen(NULL, SIGUSR1, now);
+        log_info("USR1: log files reopened");
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- set-up ---- */
+
+static int open_listeners(const struct config *cfg)
+{
+    char err[256];
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        if (listen_parse(cfg->listen[i], &S.addrs[i], err, sizeof(err)) < 0) {
+            log_error("listen %s: %s", cfg->listen[i], err);
+            return -1;
+        }
+        int fd = listen_open(&S.addrs[i], cfg->listen_backlog, cfg->listen_mode, err, sizeof(err));
+        if (fd < 0) {
+            log_error("listen %s: %s", cfg->listen[i], err);
+            return -1;
+        }
+        S.listen_fds[S.nlisten++] = fd;
+    }
+    return 0;
+}
+
+static void close_listeners(void)
+{
+    for (size_t i = 0; i < S.nlisten; i++) {
+        close(S.listen_fds[i]);
+        listen_unlink(&S.addrs[i]);
+    }
+    S.nlisten = 0;
+}
+
+static int write_pidfile(const char *path)
+{
+    char buf[32];
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        log_error("pidfile %s: %s", path, strerror(errno));
+        return -1;
+    }
+    int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+    int rc = write(fd, buf, (size_t)n) == n ? 0 : -1;
+    if (rc < 0)
+        log_error("pidfile %s: %s", path, strerror(errno));
+    close(fd);
+    return rc;
+}
+
+int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn)
+{
+    sigset_t set;
+    int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
+
+    S.reload = reload_fn;
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        sigaddset(&set, sigs[i]);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    srandom((unsigned)getpid() ^ (unsigned)time(NULL));
+
+    if (open_listeners(cfg) < 0)
+        goto fail;
+    if (cfg->pidfile) {
+        if (write_pidfile(cfg->pidfile) < 0)
+            goto fail;
+        S.pidfile = strdup(cfg->pidfile);
+    }
+    S.cur = gen_new(cfg);
+    if (!S.cur) {
+        log_error("cannot map the scoreboard: %s", strerror(errno));
+        goto fail;
+    }
+    log_info("fcgate %s: %s mode, %d workers%s, listening on %zu socket%s", FCGATE_VERSION,
+             config_mode_name(S.cur->cfg.mode), S.cur->cfg.workers,
+             S.cur->cfg.mode == MODE_THREADS ? " (threads each as configured)" : "", S.nlisten,
+             S.nlisten == 1 ? "" : "s");
+
+    for (;;) {
+        uint64_t now = monotonic_ms();
+        if (!S.stopping) {
+            spawn_missing(now);
+        }
+        struct timespec tick = {0, TICK_MS * 1000000L};
+        siginfo_t si;
+        int sig = sigtimedwait(&set, &si, &tick);
+        now = monotonic_ms();
+        if (sig > 0 && sig != SIGCHLD)
+            on_signal(sig, now);
+        reap(now);
+        check_ready();
+        if (S.stopping) {
+            if (S.nprocs == 0)
+                break;
+            if (now > S.stop_deadline_ms && !S.killed_all) {
+                log_warn("%zu workers still running at the stop deadline; killing them",
+                         S.nprocs);
+                signal_gen(NULL, SIGKILL, now);
+                S.killed_all = 1;
+            }
+            continue;
+        }
+        retire_old(now);
+        check_timeouts(now);
+        gen_free_unused();
+    }
+    close_listeners();
+    if (S.pidfile)
+        unlink(S.pidfile);
+    log_info("stopped");
+    return S.exit_code;
+fail:
+    close_listeners();
+    return 1;
+}

@@ -1,0 +1,188 @@
+/*
+ * worker.c - a worker process: privileges, the app module, the engine.
+ *
+ * Everything that must not cross a fork happens here, after it: the app
+ * module is loaded, its init runs, sqlite connections open on first use.
+ * A worker that cannot boot exits with WORKER_EXIT_BOOT so the supervisor
+ * stops instead of respawning it forever.
+ */
+#include "fcgate.h"
+#include "log.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+static struct worker *self;
+static atomic_int reopen_pending;
+
+struct codec_limits worker_codec_limits(const struct config *cfg)
+{
+    unsigned per = cfg->mode == MODE_THREADS ? (unsigned)cfg->threads
+                   : cfg->mode == MODE_ASYNC ? (unsigned)cfg->worker_connections
+                                             : 1u;
+    struct codec_limits lim = {
+        .max_params_bytes = cfg->max_params_bytes,
+        .max_conns = per * (unsigned)cfg->workers,
+        .max_reqs = per * (unsigned)cfg->workers,
+    };
+    return lim;
+}
+
+void worker_stop(struct worker *w)
+{
+    uint64_t one = 1;
+    atomic_store(&w->stopping, 1);
+    (void)!write(w->stop_fd, &one, sizeof(one));
+}
+
+void worker_count_request(struct worker *w)
+{
+    long n = atomic_fetch_add(&w->served, 1) + 1;
+    if (w->max_requests > 0 && n == w->max_requests) {
+        log_info("served %ld requests (max_requests); recycling", n);
+        worker_stop(w);
+    }
+}
+
+static void on_term(int sig)
+{
+    (void)sig;
+    if (self)
+        worker_stop(self); /* an atomic store and write(2): signal-safe */
+}
+
+/* Only a flag: reopening allocates and logs, which a handler must not. */
+static void on_usr1(int sig)
+{
+    (void)sig;
+    atomic_store(&reopen_pending, 1);
+}
+
+void worker_poll_signals(void)
+{
+    if (atomic_exchange(&reopen_pending, 0))
+        log_reopen();
+}
+
+static void worker_signals(void)
+{
+    struct sigaction sa;
+    sigset_t none;
+
+    memset(&sa, 0, sizeof(sa));
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sa.sa_handler = on_term;
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
+    sigaction(SIGTTIN, &sa, NULL);
+    sigaction(SIGTTOU, &sa, NULL);
+    sa.sa_handler = SIG_DFL;
+    sigaction(SIGINT, &sa, NULL); /* fast stop: the default, terminate */
+    sigaction(SIGQUIT, &sa, NULL);
+    sigaction(SIGCHLD, &sa, NULL);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* Root only binds; workers serve as cfg->user. */
+static int drop_privileges(const struct config *cfg)
+{
+    if (!cfg->user)
+        return 0;
+    errno = 0;
+    struct passwd *pw = getpwnam(cfg->user);
+    if (!pw) {
+        log_error("user '%s': %s", cfg->user, errno ? strerror(errno) : "no such user");
+        return -1;
+    }
+    gid_t gid = pw->pw_gid;
+    if (cfg->group) {
+        struct group *gr = getgrnam(cfg->group);
+        if (!gr) {
+            log_error("group '%s': no such group", cfg->group);
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    if (geteuid() != 0) {
+        if (geteuid() == pw->pw_uid)
+            return 0;
+        log_error("cannot switch to user '%s': fcgate is not running as root", cfg->user);
+        return -1;
+    }
+    if (initgroups(cfg->user, gid) < 0 || setgid(gid) < 0 || setuid(pw->pw_uid) < 0) {
+        log_error("cannot switch to user '%s': %s", cfg->user, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void boot_failed(void)
+{
+    _exit(WORKER_EXIT_BOOT);
+}
+
+void worker_main(struct worker *w)
+{
+    char role[32], err[512];
+    void *ctx = NULL;
+    struct fcgate_host host = {.cfg = w->cfg};
+
+    self = w;
+    snprintf(role, sizeof(role), "worker %zu", w->index);
+    log_set_role(role);
+    w->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    worker_signals();
+    /* If the supervisor dies, its workers stop too. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (w->stop_fd < 0) {
+        log_error("eventfd: %s", strerror(errno));
+        boot_failed();
+    }
+    if (drop_privileges(w->cfg) < 0)
+        boot_failed();
+    w->limits = worker_codec_limits(w->cfg);
+    db_configure(w->cfg->app_database);
+    if (app_load(w->cfg->app_module, &w->mod, err, sizeof(err)) < 0 ||
+        (w->cfg->mode == MODE_THREADS && app_check_threads(&w->mod, w->cfg->app_module, err,
+                                                           sizeof(err)) < 0)) {
+        log_error("%s", err);
+        boot_failed();
+    }
+    if (w->mod.app->init) {
+        int rc = w->mod.app->init(&host, &ctx);
+        if (rc != 0) {
+            log_error("app module %s (%s): init failed: %s", w->cfg->app_module,
+                      w->mod.app->name ? w->mod.app->name : "unnamed", fcgate_strerror(rc));
+            boot_failed();
+        }
+    }
+    w->app_ctx = ctx;
+    for (size_t t = 0; t < w->sb->per_worker; t++)
+        atomic_store(&scoreboard_slot(w->sb, w->index, t)->pid, getpid());
+    log_debug("serving (%s mode)", config_mode_name(w->cfg->mode));
+
+    if (w->cfg->mode == MODE_THREADS)
+        engine_threads_run(w);
+    else
+        engine_sync_run(w);
+
+    if (w->mod.app->fini)
+        w->mod.app->fini(ctx);
+    db_close_thread();
+    exit(0);
+}

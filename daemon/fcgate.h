@@ -1,0 +1,132 @@
+/*
+ * fcgate.h - the daemon's private interfaces, one banner per file.
+ */
+#ifndef FCGATE_FCGATE_H
+#define FCGATE_FCGATE_H
+
+#include "app_loader.h"
+#include "config.h"
+#include "fcgi_codec.h"
+#include <fcgate/app.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* A worker's limits, answered to FCGI_GET_VALUES and used by engines. */
+struct codec_limits worker_codec_limits(const struct config *cfg);
+
+/* scoreboard.c: shared memory, written lock-free by workers, read by the
+ * supervisor. One slot per serving thread (workers x threads). */
+struct score_slot {
+    _Atomic pid_t pid;
+    _Atomic uint64_t requests;   /* served by this slot's thread */
+    _Atomic uint64_t start_ms;   /* CLOCK_MONOTONIC ms of the current request, 0: idle */
+    _Atomic uint64_t heartbeat_ms;
+    char method[12];             /* of the current request; racy reads are tolerated */
+    char path[116];
+};
+
+struct scoreboard {
+    struct score_slot *slots;
+    size_t nslots, per_worker;
+};
+
+int scoreboard_create(struct scoreboard *sb, size_t workers, size_t per_worker);
+void scoreboard_destroy(struct scoreboard *sb);
+struct score_slot *scoreboard_slot(const struct scoreboard *sb, size_t worker, size_t thread);
+void scoreboard_begin(struct score_slot *s, const char *method, const char *path);
+void scoreboard_end(struct score_slot *s);
+uint64_t monotonic_ms(void);
+
+/* db.c: one sqlite connection per thread, opened lazily after fork. */
+void db_configure(const char *path);
+int db_run(int (*fn)(sqlite3 *db, void *arg), void *arg);
+void db_close_thread(void);
+
+/* The runtime behind the app's fcgate_host handle. */
+struct fcgate_host {
+    const struct config *cfg;
+};
+
+/* worker.c */
+struct worker {
+    const struct config *cfg;
+    struct app_module mod;
+    void *app_ctx;
+    const int *listen_fds;
+    size_t nlisten;
+    size_t index; /* worker number, 0-based */
+    struct scoreboard *sb;
+    int stop_fd;  /* eventfd, readable once the worker is stopping */
+    atomic_int stopping;
+    atomic_long served;
+    long max_requests; /* 0: unlimited; this worker's share with jitter */
+    struct codec_limits limits;
+};
+
+/* A worker that could not start (module, init, privileges) exits so. */
+#define WORKER_EXIT_BOOT 3
+
+/* Runs in the child after fork; never returns. */
+void worker_main(struct worker *w) __attribute__((noreturn));
+/* Asks the worker to stop after its current requests (any thread). */
+void worker_stop(struct worker *w);
+/* Acts on signals recorded by handlers (USR1: reopen logs). */
+void worker_poll_signals(void);
+/* Counts one served request; stops the worker at max_requests. */
+void worker_count_request(struct worker *w);
+
+/* conn.c: one FastCGI connection, driven by the codec, with I/O through
+ * the engine's functions (blocking, or yielding in async mode). */
+struct conn;
+struct conn_io {
+    /* Up to len bytes into buf: >0, 0 at EOF, -1 on error, -2 when the
+     * worker is stopping and idle is set (no request in progress). */
+    ssize_t (*read)(struct conn *c, void *buf, size_t len, int idle);
+    /* All of buf, or -1 (peer gone). */
+    int (*write)(struct conn *c, const void *buf, size_t len);
+    int (*sleep)(struct conn *c, unsigned ms);
+    int (*wait_fd)(struct conn *c, int fd, short events, int timeout_ms);
+    int (*db)(struct conn *c, int (*fn)(sqlite3 *db, void *arg), void *arg);
+};
+
+struct conn {
+    int fd;
+    struct worker *w;
+    struct score_slot *slot;
+    const struct conn_io *io;
+    void *engine; /* the engine's own per-connection state */
+    struct codec codec;
+    struct codec_buf wire; /* records on their way out, reused */
+    struct codec_buf head; /* the response head being built, reused */
+};
+
+/* Serves requests on c->fd until the peer closes, an error, or the worker
+ * stops; then shuts the socket down and closes it. */
+void conn_serve(struct conn *c);
+
+/* request.c: the fcgate_req behind the app API. */
+struct request_body {
+    struct codec_buf buf;
+    size_t limit;
+    int too_big;
+};
+/* Runs the app on a complete request; writes the response and END_REQUEST.
+ * -1 when the peer is gone (the connection is to be closed). */
+int request_run(struct conn *c, uint16_t id, struct request_body *body);
+
+/* engine_sync.c / engine_threads.c: serve until stopping. */
+void engine_sync_run(struct worker *w);
+void engine_threads_run(struct worker *w);
+/* The accept loop of one serving thread (shared by sync and threads). */
+void engine_sync_thread(struct worker *w, struct score_slot *slot);
+
+/* supervisor.c */
+/* Builds the configuration afresh (file + command line) for a reload.
+ * 0, or the number of errors added to errs. */
+typedef int (*supervisor_reload_fn)(struct config *out, struct config_errors *errs);
+/* Serves until stopped; the exit status for main. Takes over cfg. */
+int supervisor_run(struct config *cfg, supervisor_reload_fn reload);
+
+#endif
