@@ -100,6 +100,7 @@ struct conn {
     struct codec codec;
     struct codec_buf wire; /* records on their way out, reused */
     struct codec_buf head; /* the response head being built, reused */
+    const char *method, *path; /* of the request running, for logs */
 };
 
 /* Serves requests on c->fd until the peer closes, an error, or the worker
@@ -119,6 +120,7 @@ int request_run(struct conn *c, uint16_t id, struct request_body *body);
 /* engine_sync.c / engine_threads.c: serve until stopping. */
 void engine_sync_run(struct worker *w);
 void engine_threads_run(struct worker *w);
+void engine_async_run(struct worker *w);
 /* The accept loop of one serving thread (shared by sync and threads). */
 void engine_sync_thread(struct worker *w, struct score_slot *slot);
 

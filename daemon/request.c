@@ -465,6 +465,8 @@ int request_run(struct conn *c, uint16_t id, struct request_body *body)
     if (!r.query)
         r.query = "";
     r.path = derive_path(&r);
+    c->method = r.method;
+    c->path = r.path;
     if (c->slot)
         scoreboard_begin(c->slot, r.method, r.path);
 
@@ -483,6 +485,7 @@ int request_run(struct conn *c, uint16_t id, struct request_body *body)
     if (c->slot)
         scoreboard_end(c->slot);
     codec_buf_free(&r.out);
+    c->method = c->path = NULL;
     free(r.path_buf);
     worker_count_request(w);
     return r.gone ? -1 : 0;

@@ -176,10 +176,17 @@ void worker_main(struct worker *w)
         atomic_store(&scoreboard_slot(w->sb, w->index, t)->pid, getpid());
     log_debug("serving (%s mode)", config_mode_name(w->cfg->mode));
 
-    if (w->cfg->mode == MODE_THREADS)
-        engine_threads_run(w);
-    else
+    switch (w->cfg->mode) {
+    case MODE_SYNC:
         engine_sync_run(w);
+        break;
+    case MODE_THREADS:
+        engine_threads_run(w);
+        break;
+    case MODE_ASYNC:
+        engine_async_run(w);
+        break;
+    }
 
     if (w->mod.app->fini)
         w->mod.app->fini(ctx);

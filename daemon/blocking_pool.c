@@ -1,0 +1,107 @@
+/*
+ * blocking_pool.c - the async worker's threads for work that blocks.
+ *
+ * The event loop hands a job (an fcgate_db callback) to one of
+ * `blocking_threads` threads and parks the coroutine that asked; the
+ * thread runs it on its own sqlite connection, queues the job as done and
+ * wakes the loop through an eventfd. One mutex guards both queues: it is
+ * held only to link or unlink a job, never while one runs.
+ */
+#include "blocking_pool.h"
+#include "fcgate.h"
+#include "log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+static void *pool_thread(void *p)
+{
+    struct blocking_pool *bp = p;
+
+    pthread_mutex_lock(&bp->mu);
+    for (;;) {
+        while (!bp->head && !bp->stop)
+            pthread_cond_wait(&bp->cv, &bp->mu);
+        if (!bp->head)
+            break;
+        struct pool_job *j = bp->head;
+        bp->head = j->next;
+        if (!bp->head)
+            bp->tail = NULL;
+        pthread_mutex_unlock(&bp->mu);
+
+        j->result = db_run(j->fn, j->arg);
+
+        pthread_mutex_lock(&bp->mu);
+        j->next = bp->done;
+        bp->done = j;
+        uint64_t one = 1;
+        (void)!write(bp->efd, &one, sizeof(one));
+    }
+    pthread_mutex_unlock(&bp->mu);
+    db_close_thread();
+    return NULL;
+}
+
+int pool_start(struct blocking_pool *bp, size_t n)
+{
+    memset(bp, 0, sizeof(*bp));
+    pthread_mutex_init(&bp->mu, NULL);
+    pthread_cond_init(&bp->cv, NULL);
+    bp->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    bp->threads = calloc(n, sizeof(*bp->threads));
+    if (bp->efd < 0 || !bp->threads) {
+        log_error("blocking pool: %s", strerror(errno ? errno : ENOMEM));
+        return -1;
+    }
+    for (; bp->n < n; bp->n++) {
+        int rc = pthread_create(&bp->threads[bp->n], NULL, pool_thread, bp);
+        if (rc != 0) {
+            log_error("blocking pool: cannot start thread %zu: %s", bp->n, strerror(rc));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void pool_submit(struct blocking_pool *bp, struct pool_job *j)
+{
+    j->next = NULL;
+    pthread_mutex_lock(&bp->mu);
+    if (bp->tail)
+        bp->tail->next = j;
+    else
+        bp->head = j;
+    bp->tail = j;
+    pthread_cond_signal(&bp->cv);
+    pthread_mutex_unlock(&bp->mu);
+}
+
+struct pool_job *pool_take_done(struct blocking_pool *bp)
+{
+    uint64_t n;
+    (void)!read(bp->efd, &n, sizeof(n));
+    pthread_mutex_lock(&bp->mu);
+    struct pool_job *done = bp->done;
+    bp->done = NULL;
+    pthread_mutex_unlock(&bp->mu);
+    return done;
+}
+
+void pool_stop(struct blocking_pool *bp)
+{
+    pthread_mutex_lock(&bp->mu);
+    bp->stop = 1;
+    pthread_cond_broadcast(&bp->cv);
+    pthread_mutex_unlock(&bp->mu);
+    for (size_t i = 0; i < bp->n; i++)
+        pthread_join(bp->threads[i], NULL);
+    free(bp->threads);
+    if (bp->efd >= 0)
+        close(bp->efd);
+    pthread_mutex_destroy(&bp->mu);
+    pthread_cond_destroy(&bp->cv);
+}

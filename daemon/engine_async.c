@@ -1,0 +1,507 @@
+/*
+ * engine_async.c - one event-loop thread per worker; every connection runs
+ * in its own coroutine.
+ *
+ * The coroutine runs the same conn_serve() as the blocking engines; only
+ * its conn_io differs: where a blocking engine would wait, the coroutine
+ * registers what it waits for and switches back to the loop. Sockets are
+ * registered once, edge-triggered, and always tried before waiting, so an
+ * edge cannot be missed. fcgate_db runs on the blocking pool; sleeps and
+ * timeouts live in a binary heap keyed by deadline.
+ *
+ * `worker_connections` bounds connections per worker: at the bound the
+ * listen sockets leave the epoll set, and new connections wait in the
+ * kernel backlog until a slot frees. Stacks of finished connections are
+ * kept for reuse, so a connection per request (nginx's default) costs no
+ * mmap.
+ */
+#include "blocking_pool.h"
+#include "coro.h"
+#include "fcgate.h"
+#include "log.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define BLOCKED_WARN_MS 100
+#define STACK_CACHE 256
+#define ACCEPT_BURST 64
+
+enum src_kind { SRC_LISTEN, SRC_STOP, SRC_POOL, SRC_CONN, SRC_WAITFD };
+
+struct src {
+    enum src_kind kind;
+    size_t index; /* SRC_LISTEN */
+};
+
+struct aconn {
+    struct src src;    /* the connection's socket (first: epoll data) */
+    struct src waitfd; /* an fd the app waits on, fcgate_wait_fd */
+    struct conn c;
+    struct coro co;
+    struct loop *L;
+    uint32_t want;  /* EPOLLIN / EPOLLOUT the coroutine waits for, 0: none */
+    int idle_wait;  /* waiting for the next request: may be told to stop */
+    int waiting_fd; /* parked in fcgate_wait_fd */
+    int fd_ready;
+    uint64_t deadline; /* timer, when heap_idx is set */
+    size_t heap_idx;   /* 1-based position in the timer heap, 0: none */
+    int done;
+    struct aconn *prev, *next; /* all connections, or the free list */
+};
+
+struct loop {
+    struct worker *w;
+    int ep;
+    struct coro main;
+    struct src listen_src[CONFIG_MAX_LISTEN], stop_src, pool_src;
+    struct blocking_pool pool;
+    struct aconn *conns, *free_list;
+    size_t nconns, nfree, max_conns;
+    size_t stack_size;
+    int accepting, stopping;
+    struct aconn **heap;
+    size_t nheap, capheap;
+};
+
+/* ---- timers: a min-heap of connections by deadline ---- */
+
+static void heap_swap(struct loop *L, size_t i, size_t j)
+{
+    struct aconn *t = L->heap[i];
+    L->heap[i] = L->heap[j];
+    L->heap[j] = t;
+    L->heap[i]->heap_idx = i + 1;
+    L->heap[j]->heap_idx = j + 1;
+}
+
+static void heap_fix(struct loop *L, size_t i)
+{
+    while (i > 0 && L->heap[(i - 1) / 2]->deadline > L->heap[i]->deadline) {
+        heap_swap(L, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < L->nheap && L->heap[l]->deadline < L->heap[m]->deadline)
+            m = l;
+        if (r < L->nheap && L->heap[r]->deadline < L->heap[m]->deadline)
+            m = r;
+        if (m == i)
+            return;
+        heap_swap(L, i, m);
+        i = m;
+    }
+}
+
+static int timer_add(struct loop *L, struct aconn *a, uint64_t deadline)
+{
+    if (L->nheap == L->capheap) {
+        size_t cap = L->capheap ? L->capheap * 2 : 64;
+        struct aconn **h = realloc(L->heap, cap * sizeof(*h));
+        if (!h)
+            return -1;
+        L->heap = h;
+        L->capheap = cap;
+    }
+    a->deadline = deadline;
+    L->heap[L->nheap] = a;
+    a->heap_idx = ++L->nheap;
+    heap_fix(L, L->nheap - 1);
+    return 0;
+}
+
+static void timer_del(struct loop *L, struct aconn *a)
+{
+    if (!a->heap_idx)
+        return;
+    size_t i = a->heap_idx - 1;
+    a->heap_idx = 0;
+    if (i != --L->nheap) {
+        L->heap[i] = L->heap[L->nheap];
+        L->heap[i]->heap_idx = i + 1;
+        heap_fix(L, i);
+    }
+}
+
+/* ---- switching ---- */
+
+static void yield(struct aconn *a)
+{
+    coro_switch(&a->co, &a->L->main);
+}
+
+static void conn_free(struct loop *L, struct aconn *a);
+
+/* Runs a until it waits again; warns when it held the loop too long (the
+ * equivalent of gevent's blocking detector: a handler that waits without
+ * fcgate_sleep / fcgate_db / fcgate_wait_fd stalls every request here). */
+static void resume(struct loop *L, struct aconn *a)
+{
+    uint64_t t0 = monotonic_ms();
+    coro_switch(&L->main, &a->co);
+    uint64_t dt = monotonic_ms() - t0;
+    if (dt > BLOCKED_WARN_MS)
+        log_warn("event loop blocked for %llu ms by %s %s: the handler waited without "
+                 "fcgate_sleep, fcgate_db or fcgate_wait_fd",
+                 (unsigned long long)dt, a->c.method ? a->c.method : "(between requests)",
+                 a->c.path ? a->c.path : "");
+    if (a->done)
+        conn_free(L, a);
+}
+
+/* ---- conn_io for coroutines ---- */
+
+static ssize_t async_read(struct conn *c, void *buf, size_t len, int idle)
+{
+    struct aconn *a = c->engine;
+    for (;;) {
+        if (idle && a->L->stopping)
+            return -2;
+        ssize_t n = recv(c->fd, buf, len, MSG_DONTWAIT);
+        if (n >= 0)
+            return n;
+        if (errno == ECONNRESET)
+            return 0;
+        if (errno != EAGAIN && errno != EINTR)
+            return -1;
+        a->want = EPOLLIN;
+        a->idle_wait = idle;
+        yield(a);
+        a->want = 0;
+        a->idle_wait = 0;
+    }
+}
+
+static int async_write(struct conn *c, const void *buf, size_t len)
+{
+    struct aconn *a = c->engine;
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (errno == EAGAIN) {
+            a->want = EPOLLOUT;
+            yield(a);
+            a->want = 0;
+        } else if (errno != EINTR) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int async_sleep(struct conn *c, unsigned ms)
+{
+    struct aconn *a = c->engine;
+    if (timer_add(a->L, a, monotonic_ms() + ms) < 0)
+        return FCGATE_ENOMEM;
+    yield(a); /* the loop removes the timer when it fires */
+    return FCGATE_OK;
+}
+
+static int async_wait_fd(struct conn *c, int fd, short events, int timeout_ms)
+{
+    struct aconn *a = c->engine;
+    struct loop *L = a->L;
+    struct epoll_event ev = {.events = EPOLLONESHOT, .data.ptr = &a->waitfd};
+
+    if (events & POLLIN)
+        ev.events |= EPOLLIN | EPOLLRDHUP;
+    if (events & POLLOUT)
+        ev.events |= EPOLLOUT;
+    if (epoll_ctl(L->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        if (errno == EPERM)
+            return FCGATE_OK; /* a regular file: always ready, as poll says */
+        return FCGATE_EINVAL;
+    }
+    a->fd_ready = 0;
+    a->waiting_fd = 1;
+    if (timeout_ms >= 0 && timer_add(L, a, monotonic_ms() + (unsigned)timeout_ms) < 0) {
+        epoll_ctl(L->ep, EPOLL_CTL_DEL, fd, NULL);
+        a->waiting_fd = 0;
+        return FCGATE_ENOMEM;
+    }
+    yield(a);
+    a->waiting_fd = 0;
+    timer_del(L, a);
+    epoll_ctl(L->ep, EPOLL_CTL_DEL, fd, NULL);
+    return a->fd_ready ? FCGATE_OK : FCGATE_ETIMEDOUT;
+}
+
+static int async_db(struct conn *c, int (*fn)(sqlite3 *db, void *arg), void *arg)
+{
+    struct aconn *a = c->engine;
+    struct pool_job job = {.fn = fn, .arg = arg, .owner = a};
+    pool_submit(&a->L->pool, &job);
+    yield(a); /* resumed when the job comes back done */
+    return job.result;
+}
+
+static const struct conn_io async_io = {
+    .read = async_read,
+    .write = async_write,
+    .sleep = async_sleep,
+    .wait_fd = async_wait_fd,
+    .db = async_db,
+};
+
+/* ---- connections ---- */
+
+static void conn_main(void *p)
+{
+    struct aconn *a = p;
+    conn_serve(&a->c);
+    a->done = 1;
+    yield(a); /* for good: resume() sees done and recycles the stack */
+}
+
+static void set_accepting(struct loop *L, int on)
+{
+    if (L->accepting == on)
+        return;
+    for (size_t i = 0; i < L->w->nlisten; i++) {
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &L->listen_src[i]};
+        if (on)
+            epoll_ctl(L->ep, EPOLL_CTL_ADD, L->w->listen_fds[i], &ev);
+        else
+            epoll_ctl(L->ep, EPOLL_CTL_DEL, L->w->listen_fds[i], NULL);
+    }
+    L->accepting = on;
+}
+
+static void conn_free(struct loop *L, struct aconn *a)
+{
+    timer_del(L, a);
+    if (a->prev)
+        a->prev->next = a->next;
+    else
+        L->conns = a->next;
+    if (a->next)
+        a->next->prev = a->prev;
+    L->nconns--;
+    if (L->nfree < STACK_CACHE) {
+        a->next = L->free_list;
+        L->free_list = a;
+        L->nfree++;
+    } else {
+        coro_destroy(&a->co);
+        free(a);
+    }
+    if (!L->stopping && L->nconns < L->max_conns)
+        set_accepting(L, 1);
+}
+
+static struct aconn *conn_new(struct loop *L, int fd)
+{
+    struct aconn *a = L->free_list;
+    if (a) {
+        L->free_list = a->next;
+        L->nfree--;
+        struct coro co = a->co;
+        memset(a, 0, sizeof(*a));
+        a->co = co;
+        coro_reset(&a->co, conn_main, a);
+    } else {
+        a = calloc(1, sizeof(*a));
+        if (!a)
+            return NULL;
+        if (coro_create(&a->co, L->stack_size, conn_main, a) < 0) {
+            log_error("cannot map a %zu-byte coroutine stack: %s", L->stack_size,
+                      strerror(errno));
+            free(a);
+            return NULL;
+        }
+    }
+    a->src.kind = SRC_CONN;
+    a->waitfd.kind = SRC_WAITFD;
+    a->L = L;
+    a->c.fd = fd;
+    a->c.w = L->w;
+    a->c.io = &async_io;
+    a->c.engine = a;
+    a->next = L->conns;
+    if (L->conns)
+        L->conns->prev = a;
+    L->conns = a;
+    L->nconns++;
+    return a;
+}
+
+static void accept_some(struct loop *L, size_t li)
+{
+    for (int i = 0; i < ACCEPT_BURST && L->nconns < L->max_conns; i++) {
+        int fd = accept4(L->w->listen_fds[li], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE) {
+                /* Out of descriptors: stop accepting until a connection
+                 * closes, rather than spin on a readable listen socket. */
+                log_error("accept: %s; pausing until a connection closes", strerror(errno));
+                set_accepting(L, 0);
+            } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+                log_error("accept: %s", strerror(errno));
+            }
+            return;
+        }
+        struct aconn *a = conn_new(L, fd);
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                                 .data.ptr = &a->src};
+        if (!a || epoll_ctl(L->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            if (a) {
+                a->done = 1;
+                conn_free(L, a);
+            }
+            close(fd);
+            continue;
+        }
+        resume(L, a);
+    }
+    if (L->nconns >= L->max_conns)
+        set_accepting(L, 0);
+}
+
+/* Stopping: no new connections; idle kept-alive ones are closed, busy
+ * ones finish their request first. */
+static void begin_stop(struct loop *L)
+{
+    L->stopping = 1;
+    set_accepting(L, 0);
+    for (struct aconn *a = L->conns, *next; a; a = next) {
+        next = a->next;
+        if (a->idle_wait)
+            resume(L, a);
+    }
+}
+
+static void on_event(struct loop *L, struct epoll_event *ev)
+{
+    struct src *s = ev->data.ptr;
+    switch (s->kind) {
+    case SRC_LISTEN:
+        if (!L->stopping)
+            accept_some(L, s->index);
+        break;
+    case SRC_STOP:
+        if (!L->stopping)
+            begin_stop(L);
+        break;
+    case SRC_POOL:
+        for (struct pool_job *j = pool_take_done(&L->pool), *next; j; j = next) {
+            next = j->next; /* j lives on the resumed coroutine's stack */
+            resume(L, j->owner);
+        }
+        break;
+    case SRC_CONN: {
+        struct aconn *a = (struct aconn *)s;
+        uint32_t e = ev->events;
+        if (a->want && (e & (a->want | EPOLLERR | EPOLLHUP | EPOLLRDHUP)))
+            resume(L, a);
+        break;
+    }
+    case SRC_WAITFD: {
+        struct aconn *a = (struct aconn *)((char *)s - offsetof(struct aconn, waitfd));
+        if (a->waiting_fd) {
+            a->fd_ready = 1;
+            resume(L, a);
+        }
+        break;
+    }
+    }
+}
+
+static void run_timers(struct loop *L)
+{
+    uint64_t now = monotonic_ms();
+    while (L->nheap > 0 && L->heap[0]->deadline <= now) {
+        struct aconn *a = L->heap[0];
+        timer_del(L, a);
+        resume(L, a);
+    }
+}
+
+static int next_timeout(const struct loop *L)
+{
+    if (L->nheap == 0)
+        return -1;
+    uint64_t now = monotonic_ms(), d = L->heap[0]->deadline;
+    return d <= now ? 0 : (int)(d - now);
+}
+
+static int loop_init(struct loop *L, struct worker *w)
+{
+    memset(L, 0, sizeof(*L));
+    L->w = w;
+    L->max_conns = (size_t)w->cfg->worker_connections;
+    L->stack_size = w->cfg->stack_size ? w->cfg->stack_size : 262144;
+    coro_main(&L->main);
+    L->ep = epoll_create1(EPOLL_CLOEXEC);
+    if (L->ep < 0) {
+        log_error("epoll: %s", strerror(errno));
+        return -1;
+    }
+    if (pool_start(&L->pool, (size_t)w->cfg->blocking_threads) < 0)
+        return -1;
+    for (size_t i = 0; i < w->nlisten; i++)
+        L->listen_src[i] = (struct src){SRC_LISTEN, i};
+    L->stop_src.kind = SRC_STOP;
+    L->pool_src.kind = SRC_POOL;
+    struct epoll_event stop = {.events = EPOLLIN, .data.ptr = &L->stop_src};
+    struct epoll_event pool = {.events = EPOLLIN, .data.ptr = &L->pool_src};
+    if (epoll_ctl(L->ep, EPOLL_CTL_ADD, w->stop_fd, &stop) < 0 ||
+        epoll_ctl(L->ep, EPOLL_CTL_ADD, L->pool.efd, &pool) < 0) {
+        log_error("epoll_ctl: %s", strerror(errno));
+        return -1;
+    }
+    set_accepting(L, 1);
+    return 0;
+}
+
+static void loop_fini(struct loop *L)
+{
+    pool_stop(&L->pool);
+    while (L->free_list) {
+        struct aconn *a = L->free_list;
+        L->free_list = a->next;
+        coro_destroy(&a->co);
+        free(a);
+    }
+    free(L->heap);
+    if (L->ep >= 0)
+        close(L->ep);
+}
+
+void engine_async_run(struct worker *w)
+{
+    struct loop L;
+    struct score_slot *slot = scoreboard_slot(w->sb, w->index, 0);
+
+    if (loop_init(&L, w) < 0) {
+        loop_fini(&L);
+        return;
+    }
+    while (!L.stopping || L.nconns > 0) {
+        struct epoll_event evs[256];
+        int n = epoll_wait(L.ep, evs, 256, next_timeout(&L));
+        worker_poll_signals();
+        atomic_store_explicit(&slot->heartbeat_ms, monotonic_ms(), memory_order_relaxed);
+        if (n < 0 && errno != EINTR) {
+            log_error("epoll_wait: %s", strerror(errno));
+            break;
+        }
+        for (int i = 0; i < n; i++)
+            on_event(&L, &evs[i]);
+        run_timers(&L);
+        if (!L.stopping && atomic_load(&w->stopping))
+            begin_stop(&L);
+    }
+    loop_fini(&L);
+}
