@@ -71,17 +71,26 @@ static void conn_close(struct conn *c)
     c->fd = -1;
 }
 
-void conn_serve(struct conn *c)
+void conn_init(struct conn *c)
+{
+    codec_init(&c->codec, &c->w->limits);
+}
+
+enum conn_result conn_serve(struct conn *c)
 {
     uint8_t buf[READ_BUF];
     size_t have = 0, off = 0;
     struct request_body body = {0};
     int keep = 1;
 
-    codec_init(&c->codec, &c->w->limits);
     while (keep) {
         if (off == have) {
             ssize_t n = c->io->read(c, buf, sizeof(buf), c->codec.rq == RQ_IDLE);
+            if (n == CONN_READ_PARK) {
+                /* Idle, nothing buffered: the state is all in c. */
+                codec_buf_free(&body.buf);
+                return CONN_PARKED;
+            }
             if (n == 0) {
                 const char *why = codec_eof(&c->codec);
                 if (why)
@@ -133,8 +142,14 @@ void conn_serve(struct conn *c)
         if (keep && atomic_load(&c->w->stopping) && c->codec.rq == RQ_IDLE && off == have)
             keep = 0;
     }
-    codec_free(&c->codec);
     codec_buf_free(&body.buf);
+    conn_discard(c);
+    return CONN_CLOSED;
+}
+
+void conn_discard(struct conn *c)
+{
+    codec_free(&c->codec);
     codec_buf_free(&c->wire);
     codec_buf_free(&c->head);
     conn_close(c);

@@ -162,7 +162,7 @@ static ssize_t async_read(struct conn *c, void *buf, size_t len, int idle)
     struct aconn *a = c->engine;
     for (;;) {
         if (idle && a->L->stopping)
-            return -2;
+            return CONN_READ_STOP;
         ssize_t n = recv(c->fd, buf, len, MSG_DONTWAIT);
         if (n >= 0)
             return n;
@@ -329,6 +329,7 @@ static struct aconn *conn_new(struct loop *L, int fd)
     a->c.w = L->w;
     a->c.io = &async_io;
     a->c.engine = a;
+    conn_init(&a->c);
     a->next = L->conns;
     if (L->conns)
         L->conns->prev = a;

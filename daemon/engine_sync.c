@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -29,16 +30,14 @@ static ssize_t blocking_read(struct conn *c, void *buf, size_t len, int idle)
             return 0;
         if (errno != EAGAIN && errno != EINTR)
             return -1;
-        /* Between requests a stopping worker gives the connection up;
-         * inside one it reads on, so the request completes. */
-        struct pollfd p[2] = {{c->fd, POLLIN, 0}, {c->w->stop_fd, POLLIN, 0}};
-        if (idle && atomic_load(&c->w->stopping))
-            return -2;
-        int r = poll(p, idle ? 2 : 1, -1);
-        if (r < 0 && errno != EINTR)
+        /* Between requests the thread does not wait on the connection:
+         * it parks it and goes back to accepting, so idle kept-alive
+         * connections never hold the pool. Inside a request it waits. */
+        if (idle)
+            return atomic_load(&c->w->stopping) ? CONN_READ_STOP : CONN_READ_PARK;
+        struct pollfd p = {c->fd, POLLIN, 0};
+        if (poll(&p, 1, -1) < 0 && errno != EINTR)
             return -1;
-        if (idle && (p[1].revents & POLLIN))
-            return -2;
     }
 }
 
@@ -96,62 +95,150 @@ static const struct conn_io blocking_io = {
     .db = blocking_db,
 };
 
-static int accept_set(struct worker *w)
+/* ---- the worker's epoll set ----
+ *
+ * One set per worker process, shared by its serving threads: the listen
+ * sockets (EPOLLEXCLUSIVE, so one connection wakes one worker process,
+ * not all of them), the stop eventfd, and parked connections. Threads
+ * waiting on one epoll instance are woken one per event, and a parked
+ * connection is EPOLLONESHOT, so exactly one thread takes it. Event data
+ * below MAX_TAG is a listen socket's index (or STOP_TAG); anything else
+ * is a parked struct conn.
+ */
+#define STOP_TAG CONFIG_MAX_LISTEN
+#define MAX_TAG 4096
+
+int engine_sync_park_init(struct worker *w)
 {
-    int ep = epoll_create1(EPOLL_CLOEXEC);
-    if (ep < 0)
+    w->parked = NULL;
+    pthread_mutex_init(&w->park_mu, NULL);
+    w->park_ep = epoll_create1(EPOLL_CLOEXEC);
+    if (w->park_ep < 0) {
+        log_error("epoll: %s", strerror(errno));
         return -1;
+    }
     for (size_t i = 0; i <= w->nlisten; i++) {
         int fd = i < w->nlisten ? w->listen_fds[i] : w->stop_fd;
         struct epoll_event ev = {.events = EPOLLIN | (i < w->nlisten ? EPOLLEXCLUSIVE : 0),
-                                 .data.u32 = (uint32_t)i};
-        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
-            close(ep);
+                                 .data.u64 = i < w->nlisten ? i : STOP_TAG};
+        if (epoll_ctl(w->park_ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            log_error("epoll_ctl: %s", strerror(errno));
             return -1;
         }
     }
-    return ep;
+    return 0;
+}
+
+static void park_unlink(struct worker *w, struct conn *c)
+{
+    if (c->park_prev)
+        c->park_prev->park_next = c->park_next;
+    else
+        w->parked = c->park_next;
+    if (c->park_next)
+        c->park_next->park_prev = c->park_prev;
+    c->park_prev = c->park_next = NULL;
+}
+
+/* The list is only for closing what is left at exit; the lock is held to
+ * link or unlink one connection, never across I/O. */
+static void park(struct worker *w, struct conn *c)
+{
+    pthread_mutex_lock(&w->park_mu);
+    c->park_next = w->parked;
+    if (w->parked)
+        w->parked->park_prev = c;
+    w->parked = c;
+    pthread_mutex_unlock(&w->park_mu);
+
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = c};
+    if (epoll_ctl(w->park_ep, EPOLL_CTL_MOD, c->fd, &ev) < 0 &&
+        (errno != ENOENT || epoll_ctl(w->park_ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)) {
+        log_error("epoll_ctl: %s; closing an idle connection", strerror(errno));
+        pthread_mutex_lock(&w->park_mu);
+        park_unlink(w, c);
+        pthread_mutex_unlock(&w->park_mu);
+        conn_discard(c);
+        free(c);
+    }
+}
+
+/* Serves c until it closes (freed) or parks again. */
+static void serve(struct worker *w, struct conn *c, struct score_slot *slot)
+{
+    c->slot = slot;
+    if (conn_serve(c) == CONN_PARKED)
+        park(w, c);
+    else
+        free(c);
+}
+
+void engine_sync_park_fini(struct worker *w)
+{
+    while (w->parked) {
+        struct conn *c = w->parked;
+        park_unlink(w, c);
+        conn_discard(c);
+        free(c);
+    }
+    if (w->park_ep >= 0)
+        close(w->park_ep);
+    pthread_mutex_destroy(&w->park_mu);
+}
+
+static void accept_one(struct worker *w, int lfd, struct score_slot *slot)
+{
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0) {
+        if (errno == EMFILE || errno == ENFILE) {
+            /* Out of descriptors: pause rather than spin on a listen
+             * socket that stays readable. */
+            log_error("accept: %s; pausing 100 ms", strerror(errno));
+            blocking_sleep(NULL, 100);
+        } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+            log_error("accept: %s", strerror(errno));
+        }
+        return;
+    }
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        log_error("out of memory for a connection");
+        close(fd);
+        return;
+    }
+    *c = (struct conn){.fd = fd, .w = w, .io = &blocking_io};
+    conn_init(c);
+    serve(w, c, slot);
 }
 
 void engine_sync_thread(struct worker *w, struct score_slot *slot)
 {
-    int ep = accept_set(w);
-    if (ep < 0) {
-        log_error("epoll: %s", strerror(errno));
-        worker_stop(w);
-        return;
-    }
     while (!atomic_load(&w->stopping)) {
-        struct epoll_event evs[CONFIG_MAX_LISTEN + 1];
-        int n = epoll_wait(ep, evs, CONFIG_MAX_LISTEN + 1, -1);
+        struct epoll_event ev;
+        int n = epoll_wait(w->park_ep, &ev, 1, -1);
         worker_poll_signals();
         if (n < 0 && errno != EINTR) {
             log_error("epoll_wait: %s", strerror(errno));
+            worker_stop(w);
             break;
         }
-        for (int i = 0; i < n && !atomic_load(&w->stopping); i++) {
-            if (evs[i].data.u32 >= w->nlisten)
-                continue;
-            int fd = accept4(w->listen_fds[evs[i].data.u32], NULL, NULL, SOCK_CLOEXEC);
-            if (fd < 0) {
-                if (errno == EMFILE || errno == ENFILE) {
-                    /* Out of descriptors: pause rather than spin on a
-                     * listen socket that stays readable. */
-                    log_error("accept: %s; pausing 100 ms", strerror(errno));
-                    blocking_sleep(NULL, 100);
-                } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
-                    log_error("accept: %s", strerror(errno));
-                }
-                continue;
-            }
-            struct conn c = {.fd = fd, .w = w, .slot = slot, .io = &blocking_io};
-            conn_serve(&c);
+        if (n != 1 || atomic_load(&w->stopping))
+            continue;
+        if (ev.data.u64 >= MAX_TAG) {
+            struct conn *c = ev.data.ptr;
+            pthread_mutex_lock(&w->park_mu);
+            park_unlink(w, c);
+            pthread_mutex_unlock(&w->park_mu);
+            serve(w, c, slot);
+        } else if (ev.data.u64 < w->nlisten) {
+            accept_one(w, w->listen_fds[ev.data.u64], slot);
         }
     }
-    close(ep);
 }
 
 void engine_sync_run(struct worker *w)
 {
-    engine_sync_thread(w, scoreboard_slot(w->sb, w->index, 0));
+    if (engine_sync_park_init(w) == 0)
+        engine_sync_thread(w, scoreboard_slot(w->sb, w->index, 0));
+    engine_sync_park_fini(w);
 }

@@ -35,6 +35,8 @@ void engine_threads_run(struct worker *w)
         log_error("out of memory starting %zu threads", n);
         goto out;
     }
+    if (engine_sync_park_init(w) < 0)
+        goto out;
     for (; started < n; started++) {
         args[started].w = w;
         args[started].slot = scoreboard_slot(w->sb, w->index, started);
@@ -47,6 +49,7 @@ void engine_threads_run(struct worker *w)
     }
     for (size_t i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
+    engine_sync_park_fini(w);
 out:
     free(tids);
     free(args);

@@ -8,6 +8,7 @@
 #include "config.h"
 #include "fcgi_codec.h"
 #include <fcgate/app.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -63,6 +64,11 @@ struct worker {
     atomic_long served;
     long max_requests; /* 0: unlimited; this worker's share with jitter */
     struct codec_limits limits;
+    /* Blocking engines: idle kept-alive connections wait here, in an epoll
+     * set of their own, instead of holding a serving thread. */
+    int park_ep;
+    pthread_mutex_t park_mu;
+    struct conn *parked;
 };
 
 /* A worker that could not start (module, init, privileges) exits so. */
@@ -80,9 +86,11 @@ void worker_count_request(struct worker *w);
 /* conn.c: one FastCGI connection, driven by the codec, with I/O through
  * the engine's functions (blocking, or yielding in async mode). */
 struct conn;
+#define CONN_READ_STOP (-2) /* idle, and the worker is stopping */
+#define CONN_READ_PARK (-3) /* idle, no bytes yet: park the connection */
 struct conn_io {
-    /* Up to len bytes into buf: >0, 0 at EOF, -1 on error, -2 when the
-     * worker is stopping and idle is set (no request in progress). */
+    /* Up to len bytes into buf: >0, 0 at EOF, -1 on error; with idle set
+     * (no request in progress) also CONN_READ_STOP or CONN_READ_PARK. */
     ssize_t (*read)(struct conn *c, void *buf, size_t len, int idle);
     /* All of buf, or -1 (peer gone). */
     int (*write)(struct conn *c, const void *buf, size_t len);
@@ -101,11 +109,19 @@ struct conn {
     struct codec_buf wire; /* records on their way out, reused */
     struct codec_buf head; /* the response head being built, reused */
     const char *method, *path; /* of the request running, for logs */
+    struct conn *park_prev, *park_next; /* blocking engines' parked list */
 };
 
+enum conn_result { CONN_CLOSED, CONN_PARKED };
+/* Prepares c (fd, w, io set) for conn_serve. */
+void conn_init(struct conn *c);
 /* Serves requests on c->fd until the peer closes, an error, or the worker
- * stops; then shuts the socket down and closes it. */
-void conn_serve(struct conn *c);
+ * stops; then shuts the socket down, closes it and frees c's buffers:
+ * CONN_CLOSED. CONN_PARKED when the engine's read asked to park an idle
+ * connection: call conn_serve again once the socket is readable. */
+enum conn_result conn_serve(struct conn *c);
+/* Closes an idle (parked) connection and frees its buffers. */
+void conn_discard(struct conn *c);
 
 /* request.c: the fcgate_req behind the app API. */
 struct request_body {
@@ -123,6 +139,9 @@ void engine_threads_run(struct worker *w);
 void engine_async_run(struct worker *w);
 /* The accept loop of one serving thread (shared by sync and threads). */
 void engine_sync_thread(struct worker *w, struct score_slot *slot);
+/* Sets up / tears down the parking set (closing what is parked). */
+int engine_sync_park_init(struct worker *w);
+void engine_sync_park_fini(struct worker *w);
 
 /* supervisor.c */
 /* Builds the configuration afresh (file + command line) for a reload.

@@ -274,7 +274,7 @@ static void on_exit_proc(struct proc *p, int status, uint64_t now)
     }
     /* Respawn floor: a worker that dies young delays the next spawn,
      * doubling up to 10 s, so a crash loop cannot become a fork storm. */
-    if (!clean && now - dead.started_ms < 1000) {
+    if (now - dead.started_ms < 1000) {
         S.backoff_ms = S.backoff_ms ? S.backoff_ms * 2 : 100;
         if (S.backoff_ms > 10000)
             S.backoff_ms = 10000;
