@@ -471,8 +471,10 @@ int request_run(struct conn *c, uint16_t id, struct request_body *body)
         scoreboard_begin(c->slot, r.method, r.path);
 
     int rc = w->mod.app->handle(w->app_ctx, &r);
+    if (rc != 0 && !r.gone)
+        log_error("app: %s %s: handler failed (%d: %s)%s", r.method, r.path, rc,
+                  fcgate_strerror(rc), r.headers_sent ? "; response cut short" : "");
     if (rc != 0 && !r.headers_sent && !r.gone) {
-        log_error("app: %s %s: handler failed (%d: %s)", r.method, r.path, rc, fcgate_strerror(rc));
         c->head.len = 0;
         r.out.len = 0;
         r.has_ctype = r.has_clen = 0;

@@ -108,7 +108,8 @@ long fcgate_read(fcgate_req *r, void *buf, size_t len);
 int fcgate_read_all(fcgate_req *r, const char **body, size_t *len);
 
 /* ---- the response. Headers go out with the first body byte; until then
- * status and headers may change. Without a Content-Type, text/plain. ---- */
+ * status and headers may change. A response with a body and without a
+ * Content-Type gets text/plain. ---- */
 
 /* 100..599; FCGATE_EINVAL otherwise or once headers went out. */
 int fcgate_set_status(fcgate_req *r, int code);
@@ -131,10 +132,13 @@ int fcgate_printf(fcgate_req *r, const char *fmt, ...) FCGATE_PRINTF(2, 3);
 /* Runs fn(db, arg) on this worker's database connection for the calling
  * thread (async mode: on a blocking thread, while the request waits) and
  * returns what fn returned. fn must return FCGATE_OK or a FCGATE_E*
- * status. A transaction fn leaves open is rolled back; cached statements
- * are reset. If fn fails with SQLITE_BUSY_SNAPSHOT the whole call is
- * retried (up to 5 times), so fn must be safe to run again.
- * FCGATE_EINVAL if the worker has no database configured. */
+ * status; it must not use r (it may run on another thread), but may call
+ * fcgate_log(NULL, ...). fcgate_db does not log fn's failures. A
+ * transaction fn leaves open is rolled back; cached statements are reset.
+ * If fn returns a failure while the connection's extended error code is
+ * SQLITE_BUSY_SNAPSHOT (a read transaction that tried to write after
+ * another commit), the whole call is retried, up to 5 times, so fn must be
+ * safe to run again. FCGATE_EINVAL if the worker has no database. */
 int fcgate_db(fcgate_req *r, int (*fn)(sqlite3 *db, void *arg), void *arg);
 
 /* A prepared statement for sql on db, from the connection's cache
@@ -178,7 +182,8 @@ struct fcgate_app {                 /* exported as `fcgate_app_module` */
      * worker; fcgate then exits with the logged message rather than
      * respawning forever. *ctx is handed to handle and fini. */
     int (*init)(const fcgate_host *h, void **ctx);
-    /* One request. Non-zero: a 500 if nothing was sent yet. */
+    /* One request. Non-zero is logged, and answered 500 if nothing was
+     * sent yet; a response already started is ended where it stands. */
     int (*handle)(void *ctx, fcgate_req *r);
     /* At worker exit; may be NULL. */
     void (*fini)(void *ctx);
@@ -194,6 +199,7 @@ struct fcgate_app {                 /* exported as `fcgate_app_module` */
 /* FCGATE_APP(.name = "notes", .init = notes_init, .handle = notes_handle);
  * defines the exported module record; fills magic, ABI and size. */
 #define FCGATE_APP(...)                                                                            \
+    extern FCGATE_EXPORT const struct fcgate_app fcgate_app_module;                                \
     FCGATE_EXPORT const struct fcgate_app fcgate_app_module = {                                    \
         .magic = FCGATE_APP_MAGIC,                                                                 \
         .abi_major = FCGATE_ABI_MAJOR,                                                             \
