@@ -80,6 +80,28 @@ void codec_free(struct codec *c)
     codec_buf_free(&c->out);
 }
 
+static int refused(const struct codec *c, uint16_t id)
+{
+    for (unsigned i = 0; i < sizeof(c->refused) / sizeof(c->refused[0]); i++)
+        if (c->refused[i] == id)
+            return 1;
+    return 0;
+}
+
+/* Remembers the last few refused ids: their remaining records are dropped
+ * (a client that ignores FCGI_MPXS_CONNS=0 may keep several in flight). */
+static void refuse(struct codec *c, uint16_t id)
+{
+    c->refused[c->nrefused++ % (sizeof(c->refused) / sizeof(c->refused[0]))] = id;
+}
+
+static void unrefuse(struct codec *c, uint16_t id)
+{
+    for (unsigned i = 0; i < sizeof(c->refused) / sizeof(c->refused[0]); i++)
+        if (c->refused[i] == id)
+            c->refused[i] = 0;
+}
+
 void codec_request_done(struct codec *c)
 {
     free_params(c);
@@ -87,6 +109,7 @@ void codec_request_done(struct codec *c)
     if (c->params_raw.cap > 16384)
         codec_buf_free(&c->params_raw);
     c->rq = RQ_IDLE;
+    c->last_id = c->id;
     c->id = 0;
 }
 
@@ -328,7 +351,12 @@ static const char *header_check(struct codec *c)
         c->skip = c->type != FCGI_GET_VALUES;
         return NULL;
     }
-    if (c->refused_id == c->rid && c->type != FCGI_BEGIN_REQUEST) {
+    if (refused(c, c->rid) && c->type != FCGI_BEGIN_REQUEST) {
+        c->skip = 1;
+        return NULL;
+    }
+    /* An ABORT that crossed our END_REQUEST on the wire: already done. */
+    if (c->type == FCGI_ABORT_REQUEST && c->rq == RQ_IDLE && c->rid == c->last_id) {
         c->skip = 1;
         return NULL;
     }
@@ -398,13 +426,13 @@ static enum codec_event_type record_done(struct codec *c, struct codec_event *ev
         int keep = (b[2] & FCGI_KEEP_CONN) != 0;
         if (c->rq != RQ_IDLE) {
             /* One request per connection at a time (spec 5.1). */
-            c->refused_id = c->rid;
+            refuse(c, c->rid);
             if (codec_put_end(&c->out, c->rid, 0, FCGI_CANT_MPX_CONN) < 0)
                 err = fail(c, "out of memory", 0, 0);
             break;
         }
         if (role != FCGI_RESPONDER) {
-            c->refused_id = c->rid;
+            refuse(c, c->rid);
             if (codec_put_end(&c->out, c->rid, 0, FCGI_UNKNOWN_ROLE) < 0)
                 err = fail(c, "out of memory", 0, 0);
             ev->type = CODEC_REJECTED;
@@ -412,8 +440,7 @@ static enum codec_event_type record_done(struct codec *c, struct codec_event *ev
             ev->keep_conn = keep;
             break;
         }
-        if (c->refused_id == c->rid)
-            c->refused_id = 0;
+        unrefuse(c, c->rid);
         c->rq = RQ_PARAMS;
         c->id = c->rid;
         c->keep_conn = keep;

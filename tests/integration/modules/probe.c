@@ -1,0 +1,113 @@
+/*
+ * probe.c - an app module for the integration tests: endpoints that crash,
+ * overflow their stack, block, stream or wait, so the tests can see what
+ * the daemon does about each.
+ */
+#include <errno.h>
+#include <fcgate/app.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static long query_long(fcgate_req *r, const char *key, long dflt)
+{
+    char buf[32];
+    if (fcgate_query_value(r, key, buf, sizeof(buf)) <= 0)
+        return dflt;
+    return strtol(buf, NULL, 10);
+}
+
+static int text(fcgate_req *r, int status, const char *body)
+{
+    fcgate_set_status(r, status);
+    fcgate_add_header(r, "Content-Type", "text/plain");
+    return fcgate_write(r, body, strlen(body));
+}
+
+/* Each frame keeps 4 KiB live, so the guard page is reached quickly; the
+ * limit only exists to be far beyond any stack fcgate gives a handler. */
+static int recurse(volatile char *prev, long depth)
+{
+    volatile char frame[4096];
+    frame[0] = (char)depth;
+    frame[4095] = prev ? prev[0] : 0;
+    if (depth > 1L << 30)
+        return frame[0];
+    return recurse(frame, depth + 1) + frame[100];
+}
+
+static void busy_ms(long ms)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+}
+
+static int wait_fd(fcgate_req *r)
+{
+    int p[2];
+    if (pipe(p) < 0)
+        return FCGATE_EIO;
+    int first = fcgate_wait_fd(r, p[0], POLLIN, 50);
+    (void)!write(p[1], "x", 1);
+    int second = fcgate_wait_fd(r, p[0], POLLIN, 1000);
+    close(p[0]);
+    close(p[1]);
+    fcgate_add_header(r, "Content-Type", "text/plain");
+    return fcgate_printf(r, "%s %s\n", first == FCGATE_ETIMEDOUT ? "timeout" : "no-timeout",
+                         second == FCGATE_OK ? "ready" : "not-ready");
+}
+
+static int stream(fcgate_req *r)
+{
+    long kb = query_long(r, "kb", 1024);
+    char chunk[1024];
+    fcgate_add_header(r, "Content-Type", "application/octet-stream");
+    for (long i = 0; i < kb; i++) {
+        memset(chunk, 'a' + (int)(i % 26), sizeof(chunk));
+        int rc = fcgate_write(r, chunk, sizeof(chunk));
+        if (rc != FCGATE_OK)
+            return rc;
+    }
+    return FCGATE_OK;
+}
+
+static int handle(void *ctx, fcgate_req *r)
+{
+    (void)ctx;
+    const char *path = fcgate_path(r);
+
+    if (strcmp(path, "/hello") == 0)
+        return text(r, 200, "hello\n");
+    if (strcmp(path, "/sleep") == 0) {
+        fcgate_sleep(r, (unsigned)query_long(r, "ms", 20));
+        return text(r, 200, "ok\n");
+    }
+    if (strcmp(path, "/block") == 0) {
+        busy_ms(query_long(r, "ms", 300));
+        return text(r, 200, "blocked\n");
+    }
+    if (strcmp(path, "/overflow") == 0)
+        return recurse(NULL, 0);
+    if (strcmp(path, "/segv") == 0) {
+        volatile int *p = NULL;
+        return *p;
+    }
+    if (strcmp(path, "/fail") == 0)
+        return FCGATE_EIO;
+    if (strcmp(path, "/wait_fd") == 0)
+        return wait_fd(r);
+    if (strcmp(path, "/stream") == 0)
+        return stream(r);
+    if (strcmp(path, "/pid") == 0) {
+        fcgate_add_header(r, "Content-Type", "text/plain");
+        return fcgate_printf(r, "%d\n", (int)getpid());
+    }
+    return text(r, 404, "not found\n");
+}
+
+FCGATE_APP(.name = "probe", .flags = FCGATE_APP_THREADSAFE, .handle = handle);
