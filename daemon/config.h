@@ -36,6 +36,7 @@ struct config {
     int threads;            /* 1..1024, threads mode */
     int worker_connections; /* 1..1000000, async mode */
     int blocking_threads;   /* 1..256, async mode */
+    size_t stack_size;      /* bytes per coroutine stack, async mode; 16 KiB..64 MiB */
     int timeout;            /* seconds, 0: never; 0..86400 */
     int graceful_timeout;   /* seconds, 0..86400 */
     long max_requests;      /* 0: never recycle */
@@ -52,6 +53,11 @@ struct config {
 
     size_t max_params_bytes; /* 1024..16 MiB */
     size_t max_body_bytes;   /* 0..4 GiB */
+
+    /* Where values came from, for config_check's messages: "FILE:LINE",
+     * "--app", "--listen"; NULL: the embedded defaults. */
+    char *app_module_origin;
+    char *listen_origin[CONFIG_MAX_LISTEN];
 };
 
 /* Error messages collected while loading, each "FILE:LINE: message" (or

@@ -442,7 +442,7 @@ static int loop_init(struct loop *L, struct worker *w)
     memset(L, 0, sizeof(*L));
     L->w = w;
     L->max_conns = (size_t)w->cfg->worker_connections;
-    L->stack_size = w->cfg->stack_size ? w->cfg->stack_size : 262144;
+    L->stack_size = w->cfg->stack_size;
     coro_main(&L->main);
     L->ep = epoll_create1(EPOLL_CLOEXEC);
     if (L->ep < 0) {
