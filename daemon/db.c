@@ -13,6 +13,7 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define STMT_CACHE 64
 #define BUSY_TIMEOUT_MS 5000
@@ -46,6 +47,23 @@ static int exec(sqlite3 *db, const char *sql)
     return 0;
 }
 
+/* Switching a new database to WAL takes an exclusive lock, and sqlite
+ * does not call the busy handler for it: workers opening a fresh file
+ * together would fail. Retry for up to two seconds instead. */
+static int set_wal(sqlite3 *db)
+{
+    for (int i = 0; i < 200; i++) {
+        int rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            return 0;
+        if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+            break;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return exec(db, "PRAGMA journal_mode=WAL");
+}
+
 static struct db_conn *conn_get(void)
 {
     if (tconn)
@@ -63,7 +81,7 @@ static struct db_conn *conn_get(void)
         goto fail;
     }
     sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
-    if (exec(c->db, "PRAGMA journal_mode=WAL") < 0 || exec(c->db, "PRAGMA synchronous=NORMAL") < 0)
+    if (set_wal(c->db) < 0 || exec(c->db, "PRAGMA synchronous=NORMAL") < 0)
         goto fail;
     tconn = c;
     return c;

@@ -57,6 +57,7 @@ struct aconn {
 
 struct loop {
     struct worker *w;
+    struct score_slot *slot;
     int ep;
     struct coro main;
     struct src listen_src[CONFIG_MAX_LISTEN], stop_src, pool_src;
@@ -143,14 +144,18 @@ static void conn_free(struct loop *L, struct aconn *a);
  * fcgate_sleep / fcgate_db / fcgate_wait_fd stalls every request here). */
 static void resume(struct loop *L, struct aconn *a)
 {
+    /* The scoreboard names the request the loop is running, so a crash or
+     * a stuck loop is blamed on it (and `timeout` applies to the loop). */
+    if (a->c.method)
+        scoreboard_begin(L->slot, a->c.method, a->c.path);
     uint64_t t0 = monotonic_ms();
     coro_switch(&L->main, &a->co);
     uint64_t dt = monotonic_ms() - t0;
+    scoreboard_idle(L->slot);
     if (dt > BLOCKED_WARN_MS)
-        log_warn("event loop blocked for %llu ms by %s %s: the handler waited without "
+        log_warn("event loop blocked for %llu ms by %s: the handler waited without "
                  "fcgate_sleep, fcgate_db or fcgate_wait_fd",
-                 (unsigned long long)dt, a->c.method ? a->c.method : "(between requests)",
-                 a->c.path ? a->c.path : "");
+                 (unsigned long long)dt, a->c.what[0] ? a->c.what : "(no request)");
     if (a->done)
         conn_free(L, a);
 }
@@ -329,6 +334,7 @@ static struct aconn *conn_new(struct loop *L, int fd)
     a->c.w = L->w;
     a->c.io = &async_io;
     a->c.engine = a;
+    a->c.slot = L->slot; /* request_run marks requests that start here */
     conn_init(&a->c);
     a->next = L->conns;
     if (L->conns)
@@ -441,6 +447,7 @@ static int loop_init(struct loop *L, struct worker *w)
 {
     memset(L, 0, sizeof(*L));
     L->w = w;
+    L->slot = scoreboard_slot(w->sb, w->index, 0);
     L->max_conns = (size_t)w->cfg->worker_connections;
     L->stack_size = w->cfg->stack_size;
     coro_main(&L->main);
@@ -483,17 +490,17 @@ static void loop_fini(struct loop *L)
 void engine_async_run(struct worker *w)
 {
     struct loop L;
-    struct score_slot *slot = scoreboard_slot(w->sb, w->index, 0);
 
     if (loop_init(&L, w) < 0) {
         loop_fini(&L);
         return;
     }
+    worker_thread_init(L.slot);
     while (!L.stopping || L.nconns > 0) {
         struct epoll_event evs[256];
         int n = epoll_wait(L.ep, evs, 256, next_timeout(&L));
         worker_poll_signals();
-        atomic_store_explicit(&slot->heartbeat_ms, monotonic_ms(), memory_order_relaxed);
+        atomic_store_explicit(&L.slot->heartbeat_ms, monotonic_ms(), memory_order_relaxed);
         if (n < 0 && errno != EINTR) {
             log_error("epoll_wait: %s", strerror(errno));
             break;
@@ -504,5 +511,6 @@ void engine_async_run(struct worker *w)
         if (!L.stopping && atomic_load(&w->stopping))
             begin_stop(&L);
     }
+    worker_thread_fini();
     loop_fini(&L);
 }

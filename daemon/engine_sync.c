@@ -213,6 +213,7 @@ static void accept_one(struct worker *w, int lfd, struct score_slot *slot)
 
 void engine_sync_thread(struct worker *w, struct score_slot *slot)
 {
+    worker_thread_init(slot);
     while (!atomic_load(&w->stopping)) {
         struct epoll_event ev;
         int n = epoll_wait(w->park_ep, &ev, 1, -1);
@@ -234,6 +235,7 @@ void engine_sync_thread(struct worker *w, struct score_slot *slot)
             accept_one(w, w->listen_fds[ev.data.u64], slot);
         }
     }
+    worker_thread_fini();
 }
 
 void engine_sync_run(struct worker *w)

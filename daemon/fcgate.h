@@ -24,6 +24,7 @@ struct score_slot {
     _Atomic uint64_t requests;   /* served by this slot's thread */
     _Atomic uint64_t start_ms;   /* CLOCK_MONOTONIC ms of the current request, 0: idle */
     _Atomic uint64_t heartbeat_ms;
+    _Atomic int crashed;         /* set by the fatal-signal handler of its thread */
     char method[12];             /* of the current request; racy reads are tolerated */
     char path[116];
 };
@@ -38,6 +39,8 @@ void scoreboard_destroy(struct scoreboard *sb);
 struct score_slot *scoreboard_slot(const struct scoreboard *sb, size_t worker, size_t thread);
 void scoreboard_begin(struct score_slot *s, const char *method, const char *path);
 void scoreboard_end(struct score_slot *s);
+/* Not running a request now (async: the loop left a coroutine). */
+void scoreboard_idle(struct score_slot *s);
 uint64_t monotonic_ms(void);
 
 /* db.c: one sqlite connection per thread, opened lazily after fork. */
@@ -78,6 +81,11 @@ struct worker {
 void worker_main(struct worker *w) __attribute__((noreturn));
 /* Asks the worker to stop after its current requests (any thread). */
 void worker_stop(struct worker *w);
+/* The calling thread serves through slot: a crash on it (SIGSEGV, also
+ * on a stack overflow, through an alternate signal stack) marks the slot
+ * so the supervisor blames the right request. */
+void worker_thread_init(struct score_slot *slot);
+void worker_thread_fini(void);
 /* Acts on signals recorded by handlers (USR1: reopen logs). */
 void worker_poll_signals(void);
 /* Counts one served request; stops the worker at max_requests. */
@@ -109,6 +117,7 @@ struct conn {
     struct codec_buf wire; /* records on their way out, reused */
     struct codec_buf head; /* the response head being built, reused */
     const char *method, *path; /* of the request running, for logs */
+    char what[128];            /* "METHOD /path" of the last request started */
     struct conn *park_prev, *park_next; /* blocking engines' parked list */
 };
 

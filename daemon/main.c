@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_OVERRIDES 64
 
@@ -56,7 +57,10 @@ static int build_config(struct config *c, struct config_errors *errs)
         n += config_load_file(c, config_file, errs);
     for (size_t i = 0; i < noverrides; i++)
         n += config_override(c, overrides[i].key, overrides[i].value, errs);
-    if (n == 0)
+    /* Checks of the final values (module file, listen addresses) run even
+     * after other errors, so -t reports everything in one go; not when the
+     * file itself was unreadable, where they would only be noise. */
+    if (!config_file || access(config_file, R_OK) == 0)
         n += config_check(c, errs);
     if (n)
         config_free(c);

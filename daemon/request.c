@@ -467,6 +467,7 @@ int request_run(struct conn *c, uint16_t id, struct request_body *body)
     r.path = derive_path(&r);
     c->method = r.method;
     c->path = r.path;
+    snprintf(c->what, sizeof(c->what), "%s %s", r.method, r.path);
     if (c->slot)
         scoreboard_begin(c->slot, r.method, r.path);
 

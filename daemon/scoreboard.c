@@ -58,3 +58,8 @@ void scoreboard_end(struct score_slot *s)
     atomic_store_explicit(&s->start_ms, 0, memory_order_release);
     atomic_fetch_add_explicit(&s->requests, 1, memory_order_relaxed);
 }
+
+void scoreboard_idle(struct score_slot *s)
+{
+    atomic_store_explicit(&s->start_ms, 0, memory_order_release);
+}

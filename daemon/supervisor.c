@@ -160,6 +160,7 @@ static int spawn(struct generation *g, size_t index)
         struct score_slot *s = scoreboard_slot(&g->sb, index, t);
         atomic_store(&s->pid, 0);
         atomic_store(&s->start_ms, 0);
+        atomic_store(&s->crashed, 0);
     }
     pid_t pid = fork();
     if (pid < 0) {
@@ -211,6 +212,21 @@ static void describe_exit(int status, char *buf, size_t len)
 }
 
 static void stop_all(int how, int code, uint64_t now);
+
+/* The request a dead worker was running when it died: the slot its
+ * crash handler marked, else the (first) one busy. */
+static const struct score_slot *blame(const struct generation *g, size_t index)
+{
+    const struct score_slot *busy = NULL;
+    for (size_t t = 0; t < g->sb.per_worker; t++) {
+        const struct score_slot *s = scoreboard_slot(&g->sb, index, t);
+        if (atomic_load(&s->crashed) && atomic_load(&s->start_ms))
+            return s;
+        if (!busy && atomic_load(&s->start_ms))
+            busy = s;
+    }
+    return busy;
+}
 
 /* The generation a reload replaced, if it is still serving. */
 static struct generation *previous_gen(void)
@@ -265,8 +281,8 @@ static void on_exit_proc(struct proc *p, int status, uint64_t now)
     } else if (clean) {
         log_info("worker %zu (pid %d) exited; replacing it", dead.index, (int)dead.pid);
     } else {
-        struct score_slot *s = scoreboard_slot(&g->sb, dead.index, 0);
-        if (atomic_load(&s->start_ms))
+        const struct score_slot *s = blame(g, dead.index);
+        if (s)
             log_error("worker %zu (pid %d) %s while serving %s %s; respawning", dead.index,
                       (int)dead.pid, how, s->method, s->path);
         else

@@ -22,6 +22,37 @@
 
 static struct worker *self;
 static atomic_int reopen_pending;
+static _Thread_local struct score_slot *thread_slot;
+static _Thread_local void *thread_altstack;
+
+/* Marks the slot, then lets the signal take the process (SA_RESETHAND:
+ * returning re-runs the faulting instruction under the default action). */
+static void on_crash(int sig)
+{
+    (void)sig;
+    if (thread_slot)
+        atomic_store(&thread_slot->crashed, 1);
+}
+
+void worker_thread_init(struct score_slot *slot)
+{
+    thread_slot = slot;
+    size_t size = SIGSTKSZ < 65536 ? 65536 : SIGSTKSZ;
+    thread_altstack = malloc(size);
+    if (thread_altstack) {
+        stack_t ss = {.ss_sp = thread_altstack, .ss_size = size, .ss_flags = 0};
+        sigaltstack(&ss, NULL);
+    }
+}
+
+void worker_thread_fini(void)
+{
+    stack_t ss = {.ss_flags = SS_DISABLE};
+    sigaltstack(&ss, NULL);
+    free(thread_altstack);
+    thread_altstack = NULL;
+    thread_slot = NULL;
+}
 
 struct codec_limits worker_codec_limits(const struct config *cfg)
 {
@@ -94,6 +125,11 @@ static void worker_signals(void)
     sigaction(SIGINT, &sa, NULL); /* fast stop: the default, terminate */
     sigaction(SIGQUIT, &sa, NULL);
     sigaction(SIGCHLD, &sa, NULL);
+    sa.sa_handler = on_crash;
+    sa.sa_flags = SA_ONSTACK | SA_RESETHAND | SA_NODEFER;
+    int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+    for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
+        sigaction(fatal[i], &sa, NULL);
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
 }

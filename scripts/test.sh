@@ -36,11 +36,11 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 say "building"
-build "$TOP/build" -DFCGATE_TEST_MODES="sync;threads"
+build "$TOP/build" -DFCGATE_TEST_MODES="sync;threads;async"
 build "$TOP/build-asan" -DCMAKE_C_COMPILER=clang -DFCGATE_SANITIZE=address,undefined \
-  -DFCGATE_TEST_MODES="sync;threads"
+  -DFCGATE_TEST_MODES="sync;threads;async"
 build "$TOP/build-tsan" -DCMAKE_C_COMPILER=clang -DFCGATE_SANITIZE=thread \
-  -DFCGATE_TEST_MODES="threads"
+  -DFCGATE_TEST_MODES="threads;async"
 build "$TOP/build-fuzz" -DCMAKE_C_COMPILER=clang -DFCGATE_SANITIZE=address,undefined \
   -DFCGATE_FUZZ=ON -DFCGATE_FUZZ_SECONDS="$FUZZ_SECONDS" -DFCGATE_TEST_MODES=""
 

@@ -1,0 +1,39 @@
+# peers/lib/fcgate.sh - shared start-up for the fcgate-* targets.
+# fcgate runs in the foreground (its supervisor is the tracked PID; TERM is
+# a graceful stop that ends the workers too) and speaks FastCGI on a unix
+# socket in the target's run dir. The bench module answers the workloads.
+#
+# FCGATE_BIN and FCGATE_APP default to the Release build that
+# tests/bench/run.sh makes: <repo>/build-bench/fcgate and bench.so.
+
+FCGATE_REPO=$(cd "$PEERS_DIR/../../.." 2> /dev/null && pwd)
+: "${FCGATE_BIN:=$FCGATE_REPO/build-bench/fcgate}" "${FCGATE_APP:=$FCGATE_REPO/build-bench/bench.so}"
+TARGET_PACKAGES="libconfig9 libsqlite3-0"
+
+# fcgate_start MODE-OPTIONS... - the options are passed on the command
+# line; what has no option (socket mode, backlog, blocking threads, the
+# app's cpu_iters) goes into a config file that is recorded with the command.
+fcgate_start() {
+  local sock=$RUN_DIR/fcgate.sock conf=$RUN_DIR/fcgate.conf
+  TARGET_UPSTREAM=unix:$sock
+  [[ -x $FCGATE_BIN ]] || { log "  no fcgate binary at $FCGATE_BIN (build it, or set FCGATE_BIN)"; return 1; }
+  [[ -r $FCGATE_APP ]] || { log "  no bench module at $FCGATE_APP (set FCGATE_APP)"; return 1; }
+  cat > "$conf" <<CONF
+listen_mode = "0666";
+listen_backlog = 2048;
+${FCGATE_BLOCKING_THREADS:+blocking_threads = $FCGATE_BLOCKING_THREADS;}
+graceful_timeout = 5;
+app = { settings = { cpu_iters = $CPU_ITERS; }; };
+log = { level = "warn"; error = "-"; access = "off"; };
+CONF
+  local args=(-c "$conf" "$@" --listen "unix:$sock" --app "$FCGATE_APP" --database "$PEERS_DB")
+  "$FCGATE_BIN" -t "${args[@]}" > "$RUN_DIR/fcgate-check.log" 2>&1 ||
+    { cat "$RUN_DIR/fcgate-check.log" >&2; return 1; }
+  note_cmd fcgate.conf "$(sed '/^$/d' "$conf" | tr '\n' ' ')"
+  spawn fcgate "$FCGATE_BIN" "${args[@]}"
+}
+
+target_versions() {
+  "$FCGATE_BIN" --version 2>&1 | head -1
+  echo "fcgate build: $(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$(dirname "$FCGATE_BIN")/CMakeCache.txt" 2> /dev/null || echo '?'), $(git -C "$FCGATE_REPO" describe --always --dirty 2> /dev/null || echo 'no git')"
+}

@@ -1,0 +1,141 @@
+"""The command line: --version, --help, -t, overrides without a config file,
+TCP listeners, and a module that cannot start."""
+
+import os
+import re
+import socket
+import unittest
+
+import harness
+from harness import MODE, app_path
+
+
+def lines_with_location(text, path):
+    """stderr lines of the form 'PATH:LINE: message' -> {line: message}."""
+    out = {}
+    for ln in text.splitlines():
+        m = re.match(re.escape(path) + r":(\d+): (.+)$", ln.strip())
+        if m:
+            out.setdefault(int(m.group(1)), []).append(m.group(2))
+    return out
+
+
+class CliTest(harness.TestCase):
+    def test_version_exits_0(self):
+        r = harness.run_fcgate(["--version"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout + r.stderr, r"\d+\.\d+\.\d+")
+
+    def test_help_exits_0_and_lists_options(self):
+        r = harness.run_fcgate(["--help"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        text = r.stdout + r.stderr
+        for opt in ("-c", "-t", "--listen", "--app", "--mode", "--workers", "--threads",
+                    "--database", "--version"):
+            self.assertIn(opt, text)
+
+    def test_unknown_option_exits_nonzero(self):
+        r = harness.run_fcgate(["--no-such-option"])
+        self.assertNotEqual(r.returncode, 0)
+        self.assertTrue(r.stderr.strip())
+
+    def test_check_good_config_says_ok(self):
+        f = self.fcgate("notes", start=False)
+        r = harness.run_fcgate(["-t", "-c", f.conf_path])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("configuration ok", r.stdout + r.stderr)
+        self.assertFalse(os.path.exists(f.sock_path), "-t must not open the listen socket")
+
+    def test_check_reports_every_error_with_file_and_line(self):
+        conf = os.path.join(self.tmp, "bad.conf")
+        sock = os.path.join(self.tmp, "ok.sock")
+        text = "\n".join([
+            'listen = [ "unix:%s", "999.1.2.3:99999" ];' % sock,  # 1: bad address
+            "bogus_key = 1;",                                       # 2: unknown key
+            'workers = "four";',                                    # 3: wrong type
+            "threads = 5000;",                                      # 4: out of range
+            'mode = "%s";' % MODE,                                  # 5: fine
+            'app = { module = "%s/missing.so"; };' % self.tmp,      # 6: no such module
+            "",
+        ])
+        with open(conf, "w") as f:
+            f.write(text)
+        r = harness.run_fcgate(["-t", "-c", conf])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertNotIn("configuration ok", r.stdout + r.stderr)
+        errs = lines_with_location(r.stderr, conf)
+        self.assertEqual(sorted(errs), [1, 2, 3, 4, 6], r.stderr)
+        self.assertEqual(sum(len(v) for v in errs.values()), 5, r.stderr)
+        self.assertIn("bogus_key", " ".join(errs[2]))
+        self.assertIn("missing.so", " ".join(errs[6]))
+        self.assertIn("999.1.2.3", " ".join(errs[1]))
+
+    def test_check_syntax_error_names_line(self):
+        conf = os.path.join(self.tmp, "syntax.conf")
+        with open(conf, "w") as f:
+            f.write('mode = "sync";\nworkers = 2;\nthreads = ;\n')
+        r = harness.run_fcgate(["-t", "-c", conf])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn(3, lines_with_location(r.stderr, conf), r.stderr)
+
+    def test_check_missing_file_names_it(self):
+        conf = os.path.join(self.tmp, "absent.conf")
+        r = harness.run_fcgate(["-t", "-c", conf])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn(conf, r.stderr)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+
+    def test_failing_app_init_stops_fcgate(self):
+        f = self.fcgate("notes", start=False, app={"database": "/nonexistent-dir/x.db"})
+        f.launch()
+        status = f.wait(10.0)
+        self.assertIsNotNone(status, "fcgate still running 10 s after its app failed to start")
+        self.assertNotEqual(status, 0)
+        self.assertGreater(status, 0, "killed by signal %d" % -status)
+        log = f.log()
+        self.assertIn("/nonexistent-dir/x.db", log, "the cause is not named")
+        self.assertLess(len(log.splitlines()), 200, "respawn storm in the log")
+
+    def test_overrides_without_config_file(self):
+        port = harness.free_port()
+        db = os.path.join(self.tmp, "cli.db")
+        f = self.fcgate("bench", start=False, listen=["127.0.0.1:%d" % port])
+        argv = ["--app", app_path("bench"), "--listen", "127.0.0.1:%d" % port,
+                "--mode", MODE, "--workers", "2", "--database", db]
+        if MODE == "threads":
+            argv += ["--threads", str(harness.THREADS)]
+        f.start(argv=argv)
+        self.assertEqual(len(f.worker_pids()), 2)
+        resp = harness.fcgi_request("127.0.0.1:%d" % port, "GET", "/item?id=7")
+        self.assertEqual(resp.http()[:1], (200,))
+        self.assertEqual(resp.http()[2], b'{"id":7,"name":"item-00007","qty":%d}' % (7 * 7919 % 1000))
+        self.assertEqual(f.stop(), 0)
+
+    def test_command_line_overrides_config_file(self):
+        f = self.fcgate("bench", start=False, workers=1)
+        f.settings["workers"] = 3
+        f.start(argv=["-c", f.conf_path, "--workers", "3"])
+        self.assertEqual(len(f.wait_workers(3)), 3)
+
+    def test_tcp_ipv4_listener_serves(self):
+        port = harness.free_port()
+        f = self.fcgate("bench", listen=["127.0.0.1:%d" % port])
+        resp = harness.fcgi_request("127.0.0.1:%d" % port, "GET", "/hello")
+        self.assertEqual(resp.http()[2], b"hello\n")
+        ng = self.nginx(f)
+        r = harness.http_request(ng.port, "GET", "/hello")
+        self.assertEqual((r.status, r.body), (200, b"hello\n"))
+
+    @unittest.skipUnless(harness.has_ipv6_loopback(), "no ::1 on this machine")
+    def test_tcp_ipv6_and_ipv4_listeners_both_serve(self):
+        p4 = harness.free_port()
+        p6 = harness.free_port(socket.AF_INET6, "::1")
+        self.fcgate("bench", listen=["127.0.0.1:%d" % p4, "[::1]:%d" % p6])
+        for spec in ("127.0.0.1:%d" % p4, "[::1]:%d" % p6):
+            with self.subTest(listen=spec):
+                resp = harness.fcgi_request(spec, "GET", "/hello")
+                self.assertEqual(resp.http()[2], b"hello\n")
+
+
+if __name__ == "__main__":
+    harness.main()
