@@ -785,12 +785,14 @@ class TestCase(unittest.TestCase):
         os.chmod(self.tmp, 0o755)
         self._logs = []
         self._procs = []
+        self.allow_sanitizer_reports = False
         try:
             return super().run(result)
         finally:
             for p in self._procs:
                 with contextlib.suppress(Exception):
                     p.stop(timeout=2.0)
+            self._check_sanitizer_reports(result)
             if len(result.failures) + len(result.errors) > before:
                 sys.stderr.write("\n==== logs of %s (%s)\n" % (self.id(), self.tmp))
                 for path in self._logs:
@@ -799,6 +801,30 @@ class TestCase(unittest.TestCase):
                 sys.stderr.flush()
             if os.environ.get("FCGATE_KEEP_TMP") != "1":
                 shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # A sanitizer report in a worker's log fails the test even when the
+    # request it hit looked fine from outside (the worker is respawned).
+    SANITIZER_MARKERS = re.compile(
+        r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|WARNING: ThreadSanitizer|"
+        r"runtime error: |SUMMARY: (Address|Thread|UndefinedBehavior)Sanitizer")
+
+    def _check_sanitizer_reports(self, result):
+        if self.allow_sanitizer_reports:
+            return
+        for path in self._logs:
+            if not path.endswith(".log") and not path.endswith(".out"):
+                continue
+            try:
+                with open(path, errors="replace") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            m = self.SANITIZER_MARKERS.search(text)
+            if m:
+                start = max(0, m.start() - 200)
+                err = AssertionError("sanitizer report in %s:\n%s" % (path, text[start:start + 3000]))
+                result.addFailure(self, (AssertionError, err, None))
+                return
 
     def track(self, proc_obj, *logs):
         """Registers something with stop() and log files to show on failure."""
