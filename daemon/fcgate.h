@@ -157,6 +157,6 @@ void engine_sync_park_fini(struct worker *w);
  * 0, or the number of errors added to errs. */
 typedef int (*supervisor_reload_fn)(struct config *out, struct config_errors *errs);
 /* Serves until stopped; the exit status for main. Takes over cfg. */
-int supervisor_run(struct config *cfg, supervisor_reload_fn reload);
+int supervisor_run(struct config *cfg, supervisor_reload_fn reload, char **argv);
 
 #endif

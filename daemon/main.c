@@ -143,5 +143,5 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return 1;
     }
-    return supervisor_run(&cfg, build_config);
+    return supervisor_run(&cfg, build_config, argv);
 }

@@ -17,6 +17,7 @@
 #include "fcgate.h"
 #include "listen.h"
 #include "log.h"
+#include "systemd.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -70,7 +71,17 @@ static struct {
     unsigned next_gen;
     supervisor_reload_fn reload;
     char *pidfile;
+    int owns_sockets[CONFIG_MAX_LISTEN]; /* unlink on exit (not systemd's, not handed on) */
+    char **argv;
+    pid_t upgrade_pid;   /* the new master started by USR2 */
+    pid_t old_master;    /* after an upgrade: the master to retire once ready */
+    int notified_ready;
+    uint64_t next_status_ms, watchdog_ms, next_watchdog_ms;
 } S;
+
+static void upgrade(void);
+static void upgrade_failed(int status);
+static void upgrade_done(void);
 
 /* ---- generations ---- */
 
@@ -303,6 +314,10 @@ static void reap(uint64_t now)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid == S.upgrade_pid) {
+            upgrade_failed(status);
+            continue;
+        }
         struct proc *p = proc_by_pid(pid);
         if (p)
             on_exit_proc(p, status, now);
@@ -367,11 +382,15 @@ static void reload(uint64_t now)
     struct config_errors errs = {0};
 
     log_info("reloading the configuration");
+    systemd_notify("RELOADING=1");
+    S.notified_ready = 0;
     if (S.reload(&cfg, &errs) != 0) {
         for (size_t i = 0; i < errs.n; i++)
             log_error("%s", errs.msg[i]);
         log_error("reload: invalid configuration; still serving with generation %u", S.cur->id);
         config_errors_free(&errs);
+        S.notified_ready = 1;
+        systemd_notify("READY=1\nSTATUS=reload failed: invalid configuration");
         return;
     }
     if (!same_listen(&cfg, &S.cur->cfg))
@@ -428,6 +447,39 @@ static void check_timeouts(uint64_t now)
     }
 }
 
+/* ---- telling systemd (and the master we replace) ---- */
+
+static void announce(uint64_t now)
+{
+    struct generation *g = S.cur;
+    size_t ready = ready_count(g);
+
+    if (!S.notified_ready && ready >= (size_t)g->cfg.workers) {
+        S.notified_ready = 1;
+        if (S.old_master > 0) {
+            log_info("upgrade: %zu workers ready; asking the old master (pid %d) to stop",
+                     ready, (int)S.old_master);
+            kill(S.old_master, SIGTERM);
+            S.old_master = 0;
+            systemd_notify("MAINPID=%d", (int)getpid());
+        }
+        systemd_notify("READY=1");
+    }
+    if (now >= S.next_status_ms) {
+        unsigned long long served = 0;
+        for (size_t i = 0; i < (size_t)g->cfg.workers; i++)
+            for (size_t t = 0; t < g->sb.per_worker; t++)
+                served += atomic_load(&scoreboard_slot(&g->sb, i, t)->requests);
+        systemd_notify("STATUS=%zu of %d workers ready (%s mode), %llu requests served", ready,
+                       g->cfg.workers, config_mode_name(g->cfg.mode), served);
+        S.next_status_ms = now + 2000;
+    }
+    if (S.watchdog_ms && now >= S.next_watchdog_ms) {
+        systemd_notify("WATCHDOG=1");
+        S.next_watchdog_ms = now + S.watchdog_ms / 2;
+    }
+}
+
 /* ---- stopping ---- */
 
 static void stop_all(int how, int code, uint64_t now)
@@ -450,17 +502,29 @@ static void on_signal(int sig, uint64_t now)
 {
     switch (sig) {
     case SIGTERM:
-        log_info("TERM: graceful stop (up to %d s)", S.cur->cfg.graceful_timeout);
+        if (S.upgrade_pid) {
+            log_info("TERM: the new master (pid %d) took over; stopping gracefully",
+                     (int)S.upgrade_pid);
+            upgrade_done();
+        } else {
+            log_info("TERM: graceful stop (up to %d s)", S.cur->cfg.graceful_timeout);
+        }
+        systemd_notify("STOPPING=1");
         stop_all(1, 0, now);
         break;
     case SIGINT:
     case SIGQUIT:
         log_info("%s: fast stop", sig == SIGINT ? "INT" : "QUIT");
+        systemd_notify("STOPPING=1");
         stop_all(2, 0, now);
         break;
     case SIGHUP:
         if (!S.stopping)
             reload(now);
+        break;
+    case SIGUSR2:
+        if (!S.stopping)
+            upgrade();
         break;
     case SIGTTIN:
         if (S.cur->cfg.workers < MAX_WORKERS)
@@ -490,21 +554,85 @@ static void on_signal(int sig, uint64_t now)
 
 /* ---- set-up ---- */
 
+/* A socket handed over by the master we replace (USR2): UPGRADE_ENV is
+ * "FD=ADDRESS;FD=ADDRESS;..." with the addresses as that master's config
+ * spelled them. Returns the fd for spec, or -1. */
+#define UPGRADE_ENV "FCGATE_UPGRADE_FDS"
+#define UPGRADE_PARENT_ENV "FCGATE_UPGRADE_PARENT"
+
+static int inherited_fd(const char *spec)
+{
+    const char *env = getenv(UPGRADE_ENV);
+    size_t n = strlen(spec);
+    for (const char *p = env; p && *p;) {
+        char *eq;
+        long fd = strtol(p, &eq, 10);
+        if (*eq != '=')
+            break;
+        const char *addr = eq + 1, *end = strchr(addr, ';');
+        size_t len = end ? (size_t)(end - addr) : strlen(addr);
+        if (len == n && memcmp(addr, spec, n) == 0)
+            return (int)fd;
+        p = end ? end + 1 : addr + len;
+    }
+    return -1;
+}
+
+/* Closes inherited sockets the new config no longer lists. */
+static void close_unused_inherited(void)
+{
+    const char *env = getenv(UPGRADE_ENV);
+    for (const char *p = env; p && *p;) {
+        char *eq;
+        long fd = strtol(p, &eq, 10);
+        if (*eq != '=')
+            break;
+        int used = 0;
+        for (size_t i = 0; i < S.nlisten; i++)
+            used |= S.listen_fds[i] == fd;
+        if (!used)
+            close((int)fd);
+        const char *end = strchr(eq, ';');
+        p = end ? end + 1 : eq + strlen(eq);
+    }
+    unsetenv(UPGRADE_ENV);
+}
+
 static int open_listeners(const struct config *cfg)
 {
     char err[256];
+    int n = systemd_listen_fds(S.listen_fds, CONFIG_MAX_LISTEN);
+
+    if (n < 0) {
+        log_error("systemd passed more than %d sockets", CONFIG_MAX_LISTEN);
+        return -1;
+    }
+    if (n > 0) {
+        /* Socket activation: systemd owns the sockets and their paths. */
+        S.nlisten = (size_t)n;
+        log_info("using %d socket%s from systemd; the listen setting is not used", n,
+                 n == 1 ? "" : "s");
+        return 0;
+    }
     for (size_t i = 0; i < cfg->nlisten; i++) {
         if (listen_parse(cfg->listen[i], &S.addrs[i], err, sizeof(err)) < 0) {
             log_error("listen %s: %s", cfg->listen[i], err);
             return -1;
         }
-        int fd = listen_open(&S.addrs[i], cfg->listen_backlog, cfg->listen_mode, err, sizeof(err));
-        if (fd < 0) {
-            log_error("listen %s: %s", cfg->listen[i], err);
-            return -1;
+        int fd = inherited_fd(cfg->listen[i]);
+        if (fd >= 0) {
+            fcntl(fd, F_SETFD, FD_CLOEXEC);
+        } else {
+            fd = listen_open(&S.addrs[i], cfg->listen_backlog, cfg->listen_mode, err, sizeof(err));
+            if (fd < 0) {
+                log_error("listen %s: %s", cfg->listen[i], err);
+                return -1;
+            }
         }
+        S.owns_sockets[S.nlisten] = 1;
         S.listen_fds[S.nlisten++] = fd;
     }
+    close_unused_inherited();
     return 0;
 }
 
@@ -512,9 +640,94 @@ static void close_listeners(void)
 {
     for (size_t i = 0; i < S.nlisten; i++) {
         close(S.listen_fds[i]);
-        listen_unlink(&S.addrs[i]);
+        if (S.owns_sockets[i])
+            listen_unlink(&S.addrs[i]);
     }
     S.nlisten = 0;
+}
+
+/* ---- USR2: a new master from the binary on disk, same sockets ----
+ *
+ * The sequence: this master renames its pidfile to PIDFILE.oldbin and
+ * starts the new binary with the listen sockets (their fds in the
+ * environment, close-on-exec cleared). The new master binds nothing,
+ * writes the pidfile, starts its workers, and once they are all ready
+ * sends TERM to this master, which then stops gracefully: its in-flight
+ * requests finish while the new workers already accept. If the new
+ * master fails first, this one keeps serving and restores its pidfile.
+ */
+static void upgrade(void)
+{
+    char env[1024] = "", parent[32], *p = env;
+
+    if (S.upgrade_pid) {
+        log_warn("USR2: an upgrade (pid %d) is already running", (int)S.upgrade_pid);
+        return;
+    }
+    for (size_t i = 0; i < S.nlisten; i++) {
+        const char *spec = S.cur->cfg.listen[i];
+        int n = snprintf(p, sizeof(env) - (size_t)(p - env), "%s%d=%s", i ? ";" : "",
+                         S.listen_fds[i], spec);
+        if (n < 0 || (size_t)n >= sizeof(env) - (size_t)(p - env)) {
+            log_error("USR2: too many listen addresses to hand over");
+            return;
+        }
+        p += n;
+    }
+    if (S.pidfile) {
+        char old[4096];
+        snprintf(old, sizeof(old), "%s.oldbin", S.pidfile);
+        if (rename(S.pidfile, old) < 0)
+            log_warn("USR2: renaming the pidfile: %s", strerror(errno));
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_error("USR2: fork: %s", strerror(errno));
+        return;
+    }
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        for (size_t i = 0; i < S.nlisten; i++)
+            fcntl(S.listen_fds[i], F_SETFD, 0);
+        snprintf(parent, sizeof(parent), "%d", (int)getppid());
+        setenv(UPGRADE_ENV, env, 1);
+        setenv(UPGRADE_PARENT_ENV, parent, 1);
+        execv("/proc/self/exe", S.argv);
+        execvp(S.argv[0], S.argv);
+        log_error("USR2: cannot execute %s: %s", S.argv[0], strerror(errno));
+        _exit(127);
+    }
+    S.upgrade_pid = pid;
+    log_info("USR2: started the new master, pid %d", (int)pid);
+}
+
+static void upgrade_failed(int status)
+{
+    log_error("USR2: the new master (pid %d) exited (status 0x%x) before taking over; "
+              "this master keeps serving",
+              (int)S.upgrade_pid, (unsigned)status);
+    S.upgrade_pid = 0;
+    if (S.pidfile) {
+        char old[4096];
+        snprintf(old, sizeof(old), "%s.oldbin", S.pidfile);
+        rename(old, S.pidfile);
+    }
+}
+
+/* Handed over: what we leave behind belongs to the new master. */
+static void upgrade_done(void)
+{
+    for (size_t i = 0; i < S.nlisten; i++)
+        S.owns_sockets[i] = 0;
+    if (S.pidfile) {
+        char old[4096];
+        snprintf(old, sizeof(old), "%s.oldbin", S.pidfile);
+        unlink(old);
+        free(S.pidfile);
+        S.pidfile = NULL;
+    }
 }
 
 static int write_pidfile(const char *path)
@@ -533,12 +746,19 @@ static int write_pidfile(const char *path)
     return rc;
 }
 
-int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn)
+int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **argv)
 {
     sigset_t set;
     int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
 
     S.reload = reload_fn;
+    S.argv = argv;
+    S.watchdog_ms = systemd_watchdog_usec() / 1000;
+    const char *parent = getenv(UPGRADE_PARENT_ENV);
+    if (parent) {
+        S.old_master = (pid_t)strtol(parent, NULL, 10);
+        unsetenv(UPGRADE_PARENT_ENV);
+    }
     sigemptyset(&set);
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         sigaddset(&set, sigs[i]);
@@ -590,6 +810,7 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn)
         retire_old(now);
         check_timeouts(now);
         gen_free_unused();
+        announce(now);
     }
     close_listeners();
     if (S.pidfile)
