@@ -52,6 +52,7 @@ struct aconn {
     uint64_t deadline; /* timer, when heap_idx is set */
     size_t heap_idx;   /* 1-based position in the timer heap, 0: none */
     int done;
+    int in_pool; /* waiting for a blocking-pool job */
     struct aconn *prev, *next; /* all connections, or the free list */
 };
 
@@ -68,6 +69,7 @@ struct loop {
     int accepting, stopping;
     struct aconn **heap;
     size_t nheap, capheap;
+    uint64_t next_timeout_check;
 };
 
 /* ---- timers: a min-heap of connections by deadline ---- */
@@ -198,6 +200,8 @@ static int async_write(struct conn *c, const void *buf, size_t len)
             a->want = EPOLLOUT;
             yield(a);
             a->want = 0;
+            if (c->cancelled)
+                return -1;
         } else if (errno != EINTR) {
             return -1;
         }
@@ -208,10 +212,12 @@ static int async_write(struct conn *c, const void *buf, size_t len)
 static int async_sleep(struct conn *c, unsigned ms)
 {
     struct aconn *a = c->engine;
+    if (c->cancelled)
+        return FCGATE_ETIMEDOUT;
     if (timer_add(a->L, a, monotonic_ms() + ms) < 0)
         return FCGATE_ENOMEM;
     yield(a); /* the loop removes the timer when it fires */
-    return FCGATE_OK;
+    return c->cancelled ? FCGATE_ETIMEDOUT : FCGATE_OK;
 }
 
 static int async_wait_fd(struct conn *c, int fd, short events, int timeout_ms)
@@ -220,6 +226,8 @@ static int async_wait_fd(struct conn *c, int fd, short events, int timeout_ms)
     struct loop *L = a->L;
     struct epoll_event ev = {.events = EPOLLONESHOT, .data.ptr = &a->waitfd};
 
+    if (c->cancelled)
+        return FCGATE_ETIMEDOUT;
     if (events & POLLIN)
         ev.events |= EPOLLIN | EPOLLRDHUP;
     if (events & POLLOUT)
@@ -240,16 +248,22 @@ static int async_wait_fd(struct conn *c, int fd, short events, int timeout_ms)
     a->waiting_fd = 0;
     timer_del(L, a);
     epoll_ctl(L->ep, EPOLL_CTL_DEL, fd, NULL);
-    return a->fd_ready ? FCGATE_OK : FCGATE_ETIMEDOUT;
+    return a->fd_ready && !c->cancelled ? FCGATE_OK : FCGATE_ETIMEDOUT;
 }
 
 static int async_db(struct conn *c, int (*fn)(sqlite3 *db, void *arg), void *arg)
 {
     struct aconn *a = c->engine;
     struct pool_job job = {.fn = fn, .arg = arg, .owner = a};
+    if (c->cancelled)
+        return FCGATE_ETIMEDOUT;
+    a->in_pool = 1;
     pool_submit(&a->L->pool, &job);
-    yield(a); /* resumed when the job comes back done */
-    return job.result;
+    /* Resumed only when the job comes back done: it lives on this stack,
+     * so not even a cancel may resume us earlier. */
+    yield(a);
+    a->in_pool = 0;
+    return c->cancelled ? FCGATE_ETIMEDOUT : job.result;
 }
 
 static const struct conn_io async_io = {
@@ -425,6 +439,34 @@ static void on_event(struct loop *L, struct epoll_event *ev)
     }
 }
 
+/* `timeout` in async mode: a request over it is cancelled, not its
+ * worker killed. Its pending wait fails with FCGATE_ETIMEDOUT, every
+ * later one too, and request_run answers 504. A handler that never waits
+ * is the loop's problem: the supervisor sees the scoreboard slot busy
+ * past the timeout and kills the worker. */
+static void check_timeouts(struct loop *L)
+{
+    int timeout = L->w->cfg->timeout;
+    uint64_t now = monotonic_ms();
+    if (timeout <= 0 || now < L->next_timeout_check)
+        return;
+    L->next_timeout_check = now + 100;
+    for (struct aconn *a = L->conns, *next; a; a = next) {
+        next = a->next;
+        if (!a->c.method || a->c.cancelled || now - a->c.req_start_ms <= (uint64_t)timeout * 1000)
+            continue;
+        a->c.cancelled = 1;
+        log_error("%s running for %.1f s, over timeout %d s; cancelled, answered 504", a->c.what,
+                  (double)(now - a->c.req_start_ms) / 1e3, timeout);
+        if (a->in_pool)
+            continue; /* resumes when its job is done */
+        if (a->heap_idx || a->waiting_fd || a->want) {
+            timer_del(L, a);
+            resume(L, a);
+        }
+    }
+}
+
 static void run_timers(struct loop *L)
 {
     uint64_t now = monotonic_ms();
@@ -435,12 +477,14 @@ static void run_timers(struct loop *L)
     }
 }
 
+/* At most a second: the heartbeat and the request timeouts are looked at
+ * at least that often even when nothing happens. */
 static int next_timeout(const struct loop *L)
 {
     if (L->nheap == 0)
-        return -1;
+        return 1000;
     uint64_t now = monotonic_ms(), d = L->heap[0]->deadline;
-    return d <= now ? 0 : (int)(d - now);
+    return d <= now ? 0 : d - now > 1000 ? 1000 : (int)(d - now);
 }
 
 static int loop_init(struct loop *L, struct worker *w)
@@ -496,6 +540,7 @@ void engine_async_run(struct worker *w)
         return;
     }
     worker_thread_init(L.slot);
+    atomic_store(&L.slot->heartbeat_ms, monotonic_ms());
     while (!L.stopping || L.nconns > 0) {
         struct epoll_event evs[256];
         int n = epoll_wait(L.ep, evs, 256, next_timeout(&L));
@@ -508,6 +553,7 @@ void engine_async_run(struct worker *w)
         for (int i = 0; i < n; i++)
             on_event(&L, &evs[i]);
         run_timers(&L);
+        check_timeouts(&L);
         if (!L.stopping && atomic_load(&w->stopping))
             begin_stop(&L);
     }

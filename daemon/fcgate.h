@@ -118,6 +118,8 @@ struct conn {
     struct codec_buf head; /* the response head being built, reused */
     const char *method, *path; /* of the request running, for logs */
     char what[128];            /* "METHOD /path" of the last request started */
+    uint64_t req_start_ms;     /* when the running request started */
+    int cancelled;             /* async: over `timeout`; its waits fail */
     struct conn *park_prev, *park_next; /* blocking engines' parked list */
 };
 

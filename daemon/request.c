@@ -351,6 +351,8 @@ static int flush(struct fcgate_req *r, int final)
 
 int fcgate_write(fcgate_req *r, const void *buf, size_t len)
 {
+    if (r->c->cancelled)
+        return FCGATE_ETIMEDOUT;
     if (r->gone)
         return FCGATE_ECLOSED;
     if (codec_buf_append(&r->out, buf, len) < 0)
@@ -429,6 +431,16 @@ int fcgate_host_db(const fcgate_host *h, int (*fn)(sqlite3 *db, void *arg), void
 
 /* ---- running one request ---- */
 
+/* An error answer in place of whatever the handler buffered. */
+static void replace_body(struct fcgate_req *r, const char *text)
+{
+    r->c->head.len = 0;
+    r->out.len = 0;
+    r->has_ctype = r->has_clen = 0;
+    if (codec_buf_append(&r->out, text, strlen(text)) < 0)
+        r->out.len = 0;
+}
+
 static void access_log(struct fcgate_req *r, uint64_t t0_us)
 {
     struct timespec ts;
@@ -467,28 +479,40 @@ int request_run(struct conn *c, uint16_t id, struct request_body *body)
     r.path = derive_path(&r);
     c->method = r.method;
     c->path = r.path;
+    c->req_start_ms = monotonic_ms();
+    c->cancelled = 0;
     snprintf(c->what, sizeof(c->what), "%s %s", r.method, r.path);
     if (c->slot)
         scoreboard_begin(c->slot, r.method, r.path);
 
     int rc = w->mod.app->handle(w->app_ctx, &r);
-    if (rc != 0 && !r.gone)
-        log_error("app: %s %s: handler failed (%d: %s)%s", r.method, r.path, rc,
-                  fcgate_strerror(rc), r.headers_sent ? "; response cut short" : "");
-    if (rc != 0 && !r.headers_sent && !r.gone) {
-        c->head.len = 0;
-        r.out.len = 0;
-        r.has_ctype = r.has_clen = 0;
-        r.status = 500;
-        fcgate_write(&r, "internal server error\n", 22);
+    if (c->cancelled) {
+        /* Over `timeout` (async mode): whatever the handler made of its
+         * failed waits, the client gets a 504, or a cut if it already
+         * had the head of the response. */
+        r.status = 504;
+        if (r.headers_sent)
+            r.gone = 1;
+        else
+            replace_body(&r, "gateway timeout\n");
+    } else if (rc != 0) {
+        if (!r.gone)
+            log_error("app: %s %s: handler failed (%d: %s)%s", r.method, r.path, rc,
+                      fcgate_strerror(rc), r.headers_sent ? "; response cut short" : "");
+        if (!r.headers_sent && !r.gone) {
+            r.status = 500;
+            replace_body(&r, "internal server error\n");
+        }
     }
-    flush(&r, 1);
+    if (!r.gone || !r.headers_sent)
+        flush(&r, 1);
     if (log_access_enabled())
         access_log(&r, t0_us);
     if (c->slot)
         scoreboard_end(c->slot);
     codec_buf_free(&r.out);
     c->method = c->path = NULL;
+    c->cancelled = 0;
     free(r.path_buf);
     worker_count_request(w);
     return r.gone ? -1 : 0;

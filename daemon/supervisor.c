@@ -172,6 +172,7 @@ static int spawn(struct generation *g, size_t index)
         atomic_store(&s->pid, 0);
         atomic_store(&s->start_ms, 0);
         atomic_store(&s->crashed, 0);
+        atomic_store(&s->heartbeat_ms, 0);
     }
     pid_t pid = fork();
     if (pid < 0) {
@@ -442,6 +443,17 @@ static void check_timeouts(uint64_t now)
                 kill(p->pid, SIGABRT);
                 p->abort_ms = now;
                 break;
+            }
+        }
+        if (!p->abort_ms && p->gen->cfg.mode == MODE_ASYNC && p->ready) {
+            /* The loop beats at least once a second, busy or idle. */
+            uint64_t hb = atomic_load(&scoreboard_slot(&p->gen->sb, p->index, 0)->heartbeat_ms);
+            if (hb && now > hb && now - hb > (uint64_t)timeout * 1000u + 2000u) {
+                log_error("worker %zu (pid %d): event loop silent for %.1f s, over timeout %d s; "
+                          "killing the worker",
+                          p->index, (int)p->pid, (double)(now - hb) / 1e3, timeout);
+                kill(p->pid, SIGABRT);
+                p->abort_ms = now;
             }
         }
     }

@@ -25,13 +25,13 @@ static atomic_int reopen_pending;
 static _Thread_local struct score_slot *thread_slot;
 static _Thread_local void *thread_altstack;
 
-/* Marks the slot, then lets the signal take the process (SA_RESETHAND:
- * returning re-runs the faulting instruction under the default action). */
+/* Marks the slot, then lets the signal take the process: SA_RESETHAND
+ * restored the default action, SA_NODEFER lets the re-raise through. */
 static void on_crash(int sig)
 {
-    (void)sig;
     if (thread_slot)
         atomic_store(&thread_slot->crashed, 1);
+    raise(sig);
 }
 
 void worker_thread_init(struct score_slot *slot)
