@@ -443,7 +443,8 @@ static int parse_mode(const char *v, unsigned *out)
     return 0;
 }
 
-static void set_listen_mode(struct loader *L, const config_setting_t *s, const struct key *k)
+/* Permission bits written as an octal string: listen_mode, umask. */
+static void set_octal(struct loader *L, const config_setting_t *s, const struct key *k)
 {
     struct qbuf qb;
     unsigned m;
@@ -459,7 +460,7 @@ static void set_listen_mode(struct loader *L, const config_setting_t *s, const s
                k->path, quote(&qb, v));
         return;
     }
-    L->c->listen_mode = m;
+    *FIELD(L->c, k, unsigned) = m;
 }
 
 static int parse_worker_mode(const char *v, enum config_mode *out)
@@ -649,7 +650,8 @@ static const struct key limits_keys[] = {
 static const struct key root_keys[] = {
     {"listen", "listen", set_listen, 0, 0, 0, NULL},
     {"listen_backlog", "listen_backlog", set_int, OFF(listen_backlog), 1, 65535, NULL},
-    {"listen_mode", "listen_mode", set_listen_mode, 0, 0, 0, NULL},
+    {"listen_mode", "listen_mode", set_octal, OFF(listen_mode), 0, 0, NULL},
+    {"umask", "umask", set_octal, OFF(umask), 0, 0, NULL},
     {"user", "user", set_str, OFF(user), 0, 0, NULL},
     {"group", "group", set_str, OFF(group), 0, 0, NULL},
     {"pidfile", "pidfile", set_str_opt, OFF(pidfile), 0, 0, NULL},
@@ -928,6 +930,7 @@ int config_defaults(struct config *c)
     c->nlisten = 1;
     c->listen_backlog = 1024;
     c->listen_mode = 0660;
+    c->umask = 022;
     c->mode = MODE_THREADS;
     c->workers = 4;
     c->threads = 8;
@@ -1052,6 +1055,13 @@ int config_override(struct config *c, const char *key, const char *value,
     if (strcmp(key, "database") == 0) {
         if (replace(&c->app_database, *value ? value : NULL) < 0)
             return err_add(errs, "--database: out of memory");
+        return 0;
+    }
+    if (strcmp(key, "user") == 0 || strcmp(key, "group") == 0) {
+        if (*value == '\0')
+            return err_add(errs, "--%s: must not be empty", key);
+        if (replace(key[0] == 'u' ? &c->user : &c->group, value) < 0)
+            return err_add(errs, "--%s: out of memory", key);
         return 0;
     }
     if (strcmp(key, "pidfile") == 0) {

@@ -27,7 +27,8 @@ struct config {
     size_t nlisten;
     int listen_backlog;   /* 1..65535 */
     unsigned listen_mode; /* permission bits for unix sockets, e.g. 0660 */
-    char *user;           /* NULL: do not switch */
+    unsigned umask;       /* the process umask, e.g. 022 */
+    char *user;           /* workers run as this user; "root" allows root */
     char *group;          /* NULL: the user's primary group */
     char *pidfile;        /* NULL: none */
 
@@ -82,7 +83,7 @@ int config_load_string(struct config *c, const char *text, const char *name,
 
 /* One command-line override: key is the long option without "--"
  * ("listen", "app", "mode", "workers", "threads", "worker-connections",
- * "database", "pidfile"). The first "listen" override replaces the list,
+ * "database", "pidfile", "user", "group"). The first "listen" override replaces the list,
  * later ones append. Returns the number of errors added (0 or 1). */
 int config_override(struct config *c, const char *key, const char *value,
                     struct config_errors *errs);

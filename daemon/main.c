@@ -38,11 +38,13 @@ static void usage(FILE *out)
             "      --worker-connections N  connections per worker (async mode)\n"
             "      --database PATH         the app's sqlite database\n"
             "      --pidfile PATH          write the supervisor's pid there\n"
+            "      --user USER             workers run as USER (root must say so: --user root)\n"
+            "      --group GROUP           ... and GROUP\n"
             "  -v, --version               print the version and exit\n"
             "  -h, --help                  print this help and exit\n"
             "\n"
-            "Signals: TERM graceful stop, INT/QUIT fast stop, HUP reload, TTIN/TTOU one\n"
-            "worker more/less, USR1 reopen log files.\n");
+            "Signals: TERM graceful stop, INT/QUIT fast stop, HUP reload, USR2 upgrade the\n"
+            "binary, TTIN/TTOU one worker more/less, USR1 reopen log files.\n");
 }
 
 /* Defaults, then the file, then the command line: the order users expect. */
@@ -70,7 +72,7 @@ static int build_config(struct config *c, struct config_errors *errs)
 int main(int argc, char **argv)
 {
     enum { OPT_LISTEN = 256, OPT_APP, OPT_MODE, OPT_WORKERS, OPT_THREADS, OPT_CONNS, OPT_DB,
-           OPT_PIDFILE };
+           OPT_PIDFILE, OPT_USER, OPT_GROUP };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"test", no_argument, NULL, 't'},
@@ -84,6 +86,8 @@ int main(int argc, char **argv)
         {"worker-connections", required_argument, NULL, OPT_CONNS},
         {"database", required_argument, NULL, OPT_DB},
         {"pidfile", required_argument, NULL, OPT_PIDFILE},
+        {"user", required_argument, NULL, OPT_USER},
+        {"group", required_argument, NULL, OPT_GROUP},
         {NULL, 0, NULL, 0},
     };
     int test_only = 0, opt;

@@ -21,6 +21,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -610,6 +613,33 @@ static void close_unused_inherited(void)
     unsetenv(UPGRADE_ENV);
 }
 
+/* A unix socket belongs to the workers' user and group (nginx reaches it
+ * through the group and listen_mode), as PHP-FPM's listen.owner does. */
+static int socket_owner(const struct config *cfg, const struct listen_addr *a)
+{
+    if (a->family != AF_UNIX || geteuid() != 0 || !cfg->user)
+        return 0;
+    struct passwd *pw = getpwnam(cfg->user);
+    if (!pw) {
+        log_error("listen %s: user '%s' does not exist", a->path, cfg->user);
+        return -1;
+    }
+    gid_t gid = pw->pw_gid;
+    if (cfg->group) {
+        struct group *gr = getgrnam(cfg->group);
+        if (!gr) {
+            log_error("listen %s: group '%s' does not exist", a->path, cfg->group);
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    if (chown(a->path, pw->pw_uid, gid) < 0) {
+        log_error("listen %s: chown: %s", a->path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int open_listeners(const struct config *cfg)
 {
     char err[256];
@@ -640,6 +670,10 @@ static int open_listeners(const struct config *cfg)
                 log_error("listen %s: %s", cfg->listen[i], err);
                 return -1;
             }
+        }
+        if (fd != inherited_fd(cfg->listen[i]) && socket_owner(cfg, &S.addrs[i]) < 0) {
+            close(fd);
+            return -1;
         }
         S.owns_sockets[S.nlisten] = 1;
         S.listen_fds[S.nlisten++] = fd;
@@ -776,6 +810,7 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
         sigaddset(&set, sigs[i]);
     sigprocmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    umask((mode_t)cfg->umask);
     srandom((unsigned)getpid() ^ (unsigned)time(NULL));
 
     if (open_listeners(cfg) < 0)

@@ -134,10 +134,18 @@ static void worker_signals(void)
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-/* Root only binds; workers serve as cfg->user. */
+/* Root only binds; workers serve as cfg->user. Serving as root takes
+ * saying so (user = "root"): an app bug should not own the machine. */
 static int drop_privileges(const struct config *cfg)
 {
-    if (!cfg->user)
+    if (!cfg->user) {
+        if (geteuid() != 0)
+            return 0;
+        log_error("refusing to serve as root: set user (e.g. user = \"www-data\"), or "
+                  "user = \"root\" to allow it");
+        return -1;
+    }
+    if (strcmp(cfg->user, "root") == 0 && geteuid() == 0)
         return 0;
     errno = 0;
     struct passwd *pw = getpwnam(cfg->user);

@@ -232,6 +232,77 @@ def unix_connections(path):
     return out
 
 
+def socket_inodes(pid):
+    """Inodes of the sockets pid has open (from /proc/<pid>/fd)."""
+    out = set()
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            m = re.fullmatch(r"socket:\[(\d+)\]", os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+        except OSError:
+            continue
+        if m:
+            out.add(int(m.group(1)))
+    return out
+
+
+def pids_holding_connections(pids, path):
+    """Those of pids that hold an accepted connection of the unix listener
+    at path (which worker is serving a request right now)."""
+    conns = unix_connections(path)
+    return [p for p in pids if socket_inodes(p) & conns]
+
+
+def read_pidfile(path):
+    """The pid in a pidfile, or None if it is missing or not a number yet."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class ForeignProcess:
+    """A process the test did not start itself (so it cannot wait() for it),
+    e.g. the new master an fcgate USR2 upgrade forks: stop() signals it by
+    pid, waits until it is gone, then SIGKILLs it and the children recorded
+    while it ran, each only if it still runs exe (no pid-reuse accidents).
+    Usable with TestCase.track()."""
+
+    def __init__(self, pid, exe):
+        self.pid = pid
+        self.exe = exe
+        self.known_children = set()
+
+    def running(self):
+        return pid_alive(self.pid) and pid_exe_is(self.pid, self.exe)
+
+    def children(self):
+        pids = children_of(self.pid)
+        self.known_children.update(pids)
+        return pids
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        """Returns True if it went away within timeout after sig."""
+        gone = True
+        if self.running():
+            self.children()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+            gone = bool(wait_until(lambda: not pid_alive(self.pid), timeout))
+            if not gone and pid_exe_is(self.pid, self.exe):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+        for pid in sorted(self.known_children):
+            if pid_alive(pid) and pid_exe_is(pid, self.exe):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        return gone
+
+
 # ------------------------------------------------------------------ fcgate
 
 class Fcgate:
@@ -266,6 +337,9 @@ class Fcgate:
         }
         if MODE == "threads":
             settings["threads"] = THREADS
+        if os.geteuid() == 0:
+            # A root supervisor serves as root only when told so.
+            settings["user"] = "root"
         self.settings = _merge(settings, overrides)
         with open(self.conf_path, "w") as f:
             f.write(libconfig_text(self.settings))

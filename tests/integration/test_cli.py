@@ -104,12 +104,41 @@ class CliTest(harness.TestCase):
                 "--mode", MODE, "--workers", "2", "--database", db]
         if MODE == "threads":
             argv += ["--threads", str(harness.THREADS)]
+        if os.geteuid() == 0:
+            argv += ["--user", "root"]
         f.start(argv=argv)
         self.assertEqual(len(f.worker_pids()), 2)
         resp = harness.fcgi_request("127.0.0.1:%d" % port, "GET", "/item?id=7")
         self.assertEqual(resp.http()[:1], (200,))
         self.assertEqual(resp.http()[2], b'{"id":7,"name":"item-00007","qty":%d}' % (7 * 7919 % 1000))
         self.assertEqual(f.stop(), 0)
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root")
+    def test_root_supervisor_refuses_to_serve_as_root_unless_told(self):
+        f = self.fcgate("probe", start=False, user=None, app={"database": ""})
+        f.launch()
+        status = f.wait(10.0)
+        self.assertIsNotNone(status, "fcgate kept running with root workers")
+        self.assertNotEqual(status, 0)
+        self.assertIn("refusing to serve as root", f.log())
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root")
+    def test_workers_drop_to_user_and_socket_belongs_to_them(self):
+        import grp
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+        group = grp.getgrgid(nobody.pw_gid).gr_name
+        f = self.fcgate("probe", user="nobody", group=group, umask="0027",
+                        app={"database": ""}, pidfile=os.path.join(self.tmp, "f.pid"))
+        st = os.stat(f.sock_path)
+        self.assertEqual((st.st_uid, st.st_gid), (nobody.pw_uid, nobody.pw_gid))
+        self.assertEqual(os.stat(os.path.join(self.tmp, "f.pid")).st_mode & 0o777, 0o640)
+        for pid in f.worker_pids():
+            with open("/proc/%d/status" % pid) as fh:
+                uid_line = [ln for ln in fh if ln.startswith("Uid:")][0]
+            self.assertEqual(int(uid_line.split()[1]), nobody.pw_uid, uid_line)
+        r = harness.fcgi_request(f.listen, "GET", "/hello")
+        self.assertEqual(r.http()[2], b"hello\n")
 
     def test_command_line_overrides_config_file(self):
         f = self.fcgate("bench", start=False, workers=1)

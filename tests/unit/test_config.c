@@ -248,6 +248,7 @@ static void test_config_example_file_documents_every_key(void **state)
         "listen",
         "listen_backlog",
         "listen_mode",
+        "umask",
         "user",
         "group",
         "pidfile",
@@ -1189,9 +1190,10 @@ static void test_config_override_rejects_bad_values(void **state)
     assert_int_equal(config_override(&c, "mode", "gevent", &e), 1);
     assert_int_equal(config_override(&c, "app", "", &e), 1);
     assert_int_equal(config_override(&c, "listen", "foo", &e), 1);
-    assert_int_equal(config_override(&c, "user", "root", &e), 1);
+    assert_int_equal(config_override(&c, "user", "", &e), 1);
+    assert_int_equal(config_override(&c, "no-such-option", "1", &e), 1);
     expect_errors(
-        &e, 12, "--workers: must be between 1 and 1024, not 0",
+        &e, 13, "--workers: must be between 1 and 1024, not 0",
         "--workers: must be between 1 and 1024, not 1025",
         "--workers: must be an integer, not 'four'", "--workers: must be an integer, not '4x'",
         "--workers: must be an integer, not ''", "--workers: must be an integer, not ' 4'",
@@ -1200,7 +1202,7 @@ static void test_config_override_rejects_bad_values(void **state)
         "--mode: must be \"sync\", \"threads\" or \"async\", not \"gevent\"",
         "--app: must not be empty",
         "--listen: bad listen address 'foo': missing port (use HOST:PORT or unix:PATH)",
-        "--user: unknown option");
+        "--user: must not be empty", "--no-such-option: unknown option");
     /* Nothing changed. */
     assert_int_equal(c.workers, 4);
     assert_int_equal(c.threads, 8);
