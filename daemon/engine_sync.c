@@ -151,9 +151,11 @@ static void park(struct worker *w, struct conn *c)
     w->parked = c;
     pthread_mutex_unlock(&w->park_mu);
 
+    /* ADD here and DEL on the way out, rather than re-arming with MOD: an
+     * ADD publishes everything this thread did to c before another
+     * thread can take the event (and ThreadSanitizer sees it so). */
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = c};
-    if (epoll_ctl(w->park_ep, EPOLL_CTL_MOD, c->fd, &ev) < 0 &&
-        (errno != ENOENT || epoll_ctl(w->park_ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)) {
+    if (epoll_ctl(w->park_ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
         log_error("epoll_ctl: %s; closing an idle connection", strerror(errno));
         pthread_mutex_lock(&w->park_mu);
         park_unlink(w, c);
@@ -230,6 +232,7 @@ void engine_sync_thread(struct worker *w, struct score_slot *slot)
             pthread_mutex_lock(&w->park_mu);
             park_unlink(w, c);
             pthread_mutex_unlock(&w->park_mu);
+            epoll_ctl(w->park_ep, EPOLL_CTL_DEL, c->fd, NULL);
             serve(w, c, slot);
         } else if (ev.data.u64 < w->nlisten) {
             accept_one(w, w->listen_fds[ev.data.u64], slot);

@@ -47,6 +47,24 @@ static void busy_ms(long ms)
     while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
 }
 
+/* Burns ms of this thread's CPU time and reports when it started and
+ * ended (CLOCK_MONOTONIC, microseconds): two such intervals overlap only
+ * if nothing serialises the handlers. */
+static int spin(fcgate_req *r)
+{
+    long ms = query_long(r, "ms", 200);
+    struct timespec w0, w1, c0, c;
+    clock_gettime(CLOCK_MONOTONIC, &w0);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
+    do
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c);
+    while ((c.tv_sec - c0.tv_sec) * 1000 + (c.tv_nsec - c0.tv_nsec) / 1000000 < ms);
+    clock_gettime(CLOCK_MONOTONIC, &w1);
+    fcgate_add_header(r, "Content-Type", "text/plain");
+    return fcgate_printf(r, "%lld %lld\n", (long long)w0.tv_sec * 1000000 + w0.tv_nsec / 1000,
+                         (long long)w1.tv_sec * 1000000 + w1.tv_nsec / 1000);
+}
+
 static int wait_fd(fcgate_req *r)
 {
     int p[2];
@@ -99,6 +117,8 @@ static int handle(void *ctx, fcgate_req *r)
     }
     if (strcmp(path, "/fail") == 0)
         return FCGATE_EIO;
+    if (strcmp(path, "/spin") == 0)
+        return spin(r);
     if (strcmp(path, "/wait_fd") == 0)
         return wait_fd(r);
     if (strcmp(path, "/stream") == 0)
