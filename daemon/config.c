@@ -9,6 +9,7 @@
  * the struct away when any error was reported.
  */
 #include "config.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -527,6 +528,21 @@ static void set_log_access(struct loader *L, const config_setting_t *s, const st
     store(L, s, &L->c->log_access, strcmp(v, "off") == 0 ? NULL : v);
 }
 
+static void set_access_format(struct loader *L, const config_setting_t *s, const struct key *k)
+{
+    struct qbuf qb;
+    char bad[80];
+    const char *v = get_str(L, s, k);
+
+    if (v == NULL)
+        return;
+    if (log_access_format_check(v, bad, sizeof(bad)) < 0) {
+        err_at(L, s, "'%s': unknown variable '%s'", k->path, quote(&qb, bad));
+        return;
+    }
+    store(L, s, &L->c->log_access_format, v);
+}
+
 /* Shortest text that reads back as the same double. */
 static int format_double(double d, char **out)
 {
@@ -637,6 +653,7 @@ static const struct key log_keys[] = {
     {"level", "log.level", set_log_level, 0, 0, 0, NULL},
     {"error", "log.error", set_str, OFF(log_error), 0, 0, NULL},
     {"access", "log.access", set_log_access, 0, 0, 0, NULL},
+    {"access_format", "log.access_format", set_access_format, 0, 0, 0, NULL},
     {NULL, NULL, NULL, 0, 0, 0, NULL},
 };
 
@@ -1176,5 +1193,6 @@ void config_free(struct config *c)
     free(c->settings);
     free(c->log_error);
     free(c->log_access);
+    free(c->log_access_format);
     memset(c, 0, sizeof(*c));
 }

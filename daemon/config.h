@@ -51,6 +51,7 @@ struct config {
     int log_level;    /* FCGATE_LOG_ERROR..FCGATE_LOG_DEBUG */
     char *log_error;  /* "-": stderr, else a file path */
     char *log_access; /* NULL: off ("off" in the file), "-": stderr, else a path */
+    char *log_access_format; /* variables as in log.h; NULL: the default */
 
     size_t max_params_bytes; /* 1024..16 MiB */
     size_t max_body_bytes;   /* 0..4 GiB */

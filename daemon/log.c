@@ -117,8 +117,8 @@ static void vlog(int level, const char *fmt, va_list ap)
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     size_t n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-    n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ [%s %d] %s: ",
-                          ts.tv_nsec / 1000000, lg.role, (int)getpid(), level_name(level));
+    n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ [%s %d] %s: ", ts.tv_nsec / 1000000,
+                          lg.role, (int)getpid(), level_name(level));
     int m = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
     if (m < 0)
         m = 0;
@@ -156,4 +156,107 @@ void log_access_line(const char *line, size_t len)
 {
     if (lg.access_fd >= 0)
         (void)!write(lg.access_fd, line, len);
+}
+
+/* ---- access-log formats ---- */
+
+static const char *const access_vars[] = {"remote_addr", "time",        "time_iso", "method",
+                                          "uri",         "path",        "query",    "status",
+                                          "bytes",       "duration_us", "pid"};
+
+/* The variable at p (after '$'): its index, *len its length in fmt. */
+static int access_var(const char *p, size_t *len)
+{
+    int braced = *p == '{';
+    const char *name = p + braced;
+    size_t n = 0;
+    while (name[n] == '_' || (name[n] >= 'a' && name[n] <= 'z'))
+        n++;
+    if (braced && name[n] != '}')
+        return -1;
+    *len = n + (braced ? 2 : 0);
+    for (size_t i = 0; i < sizeof(access_vars) / sizeof(access_vars[0]); i++)
+        if (strlen(access_vars[i]) == n && memcmp(access_vars[i], name, n) == 0)
+            return (int)i;
+    return -1;
+}
+
+int log_access_format_check(const char *fmt, char *bad, size_t badlen)
+{
+    for (const char *p = fmt; (p = strchr(p, '$')) != NULL;) {
+        size_t len;
+        if (access_var(p + 1, &len) < 0) {
+            size_t n = strcspn(p + 1, " \t\"'[]()");
+            snprintf(bad, badlen, "$%.*s", (int)(n < 64 ? n : 64), p + 1);
+            return -1;
+        }
+        p += 1 + len;
+    }
+    return 0;
+}
+
+size_t log_access_render(char *out, size_t cap, const char *fmt, const struct access_fields *f)
+{
+    size_t n = 0;
+    char tmp[64];
+
+    if (cap < 2)
+        return 0;
+    for (const char *p = fmt; *p && n < cap - 2;) {
+        size_t len;
+        int v = *p == '$' ? access_var(p + 1, &len) : -1;
+        if (v < 0) {
+            out[n++] = *p++;
+            continue;
+        }
+        p += 1 + len;
+        const char *s = tmp;
+        time_t t = (time_t)f->time_s;
+        struct tm tm;
+        switch (v) {
+        case 0:
+            s = f->remote_addr ? f->remote_addr : "-";
+            break;
+        case 1:
+            gmtime_r(&t, &tm);
+            strftime(tmp, sizeof(tmp), "%d/%b/%Y:%H:%M:%S +0000", &tm);
+            break;
+        case 2:
+            gmtime_r(&t, &tm);
+            strftime(tmp, sizeof(tmp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+            break;
+        case 3:
+            s = f->method;
+            break;
+        case 4:
+            s = f->uri;
+            break;
+        case 5:
+            s = f->path;
+            break;
+        case 6:
+            s = f->query;
+            break;
+        case 7:
+            snprintf(tmp, sizeof(tmp), "%d", f->status);
+            break;
+        case 8:
+            snprintf(tmp, sizeof(tmp), "%zu", f->bytes);
+            break;
+        case 9:
+            snprintf(tmp, sizeof(tmp), "%llu", f->duration_us);
+            break;
+        default:
+            snprintf(tmp, sizeof(tmp), "%d", f->pid);
+            break;
+        }
+        if (!s || !*s)
+            s = "-";
+        /* Control bytes from the request would forge log lines. */
+        for (; *s && n < cap - 2; s++)
+            out[n++] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;
+    }
+    out[n++] = '\n';
+    out[n] = '\0';
+    return n;
 }

@@ -37,6 +37,28 @@ int log_access_enabled(void);
 /* One access-log line (already formatted, without newline). */
 void log_access_line(const char *line, size_t len);
 
+/* The access-log line's fields; format variables name them. */
+struct access_fields {
+    const char *remote_addr, *method, *uri, *path, *query;
+    int status;
+    size_t bytes;
+    unsigned long long duration_us;
+    int pid;
+    long long time_s; /* wall clock, seconds */
+};
+
+#define LOG_ACCESS_FORMAT_DEFAULT                                                                  \
+    "$remote_addr - [$time] \"$method $uri\" $status $bytes ${duration_us}us pid=$pid"
+
+/* Checks an access_format: 0, or -1 with the unknown variable in bad.
+ * Variables: $remote_addr $time $time_iso $method $uri $path $query
+ * $status $bytes $duration_us $pid; ${name} where letters follow. Pure. */
+int log_access_format_check(const char *fmt, char *bad, size_t badlen);
+
+/* Renders fmt into out (cap bytes, newline added, NUL-terminated, cut to
+ * fit); returns the length. Pure. */
+size_t log_access_render(char *out, size_t cap, const char *fmt, const struct access_fields *f);
+
 /* "error", "warn", "info", "debug" -> level, -1 if unknown. */
 int log_level_parse(const char *name);
 

@@ -444,21 +444,26 @@ static void replace_body(struct fcgate_req *r, const char *text)
 static void access_log(struct fcgate_req *r, uint64_t t0_us)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u - t0_us;
-    time_t now = time(NULL);
-    struct tm tm;
-    char when[32], line[2048];
-    const char *addr = codec_param(&r->c->codec, "REMOTE_ADDR");
-    const char *uri = codec_param(&r->c->codec, "REQUEST_URI");
+    char line[2048];
+    const char *fmt = r->c->w->cfg->log_access_format;
 
-    gmtime_r(&now, &tm);
-    strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S +0000", &tm);
-    int n = snprintf(line, sizeof(line), "%s - [%s] \"%s %s\" %d %zu %lluus pid=%d\n",
-                     addr ? addr : "-", when, r->method, uri ? uri : r->path, r->status,
-                     r->body_sent, (unsigned long long)us, (int)getpid());
-    if (n > 0)
-        log_access_line(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    struct access_fields f = {
+        .remote_addr = codec_param(&r->c->codec, "REMOTE_ADDR"),
+        .method = r->method,
+        .uri = codec_param(&r->c->codec, "REQUEST_URI"),
+        .path = r->path,
+        .query = r->query,
+        .status = r->status,
+        .bytes = r->body_sent,
+        .duration_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u - t0_us,
+        .pid = (int)getpid(),
+        .time_s = (long long)time(NULL),
+    };
+    if (!f.uri)
+        f.uri = r->path;
+    size_t n = log_access_render(line, sizeof(line), fmt ? fmt : LOG_ACCESS_FORMAT_DEFAULT, &f);
+    log_access_line(line, n);
 }
 
 int request_run(struct conn *c, uint16_t id, struct request_body *body)

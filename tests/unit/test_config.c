@@ -270,6 +270,7 @@ static void test_config_example_file_documents_every_key(void **state)
         "level",
         "error",
         "access",
+        "access_format",
         "limits",
         "max_params_bytes",
         "max_body_bytes",
@@ -476,6 +477,8 @@ static void test_config_rejects_wrong_types(void **state)
         {"log = { level = 6; };", NAME ":1: 'log.level' must be a string"},
         {"log = { error = 2; };", NAME ":1: 'log.error' must be a string"},
         {"log = { access = false; };", NAME ":1: 'log.access' must be a string"},
+        {"log = { access_format = \"$method $nope\"; };",
+         NAME ":1: 'log.access_format': unknown variable '$nope'"},
         {"listen_mode = 0660;", NAME ":1: 'listen_mode' must be a string of octal digits, "
                                      "like \"0660\""},
         {"listen = \"127.0.0.1:9000\";",

@@ -1,0 +1,100 @@
+/*
+ * test_log.c - access-log formats: checking and rendering (pure parts of
+ * log.c), and whole lines from concurrent writers.
+ */
+#include <cmocka.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+#include <string.h>
+
+static const struct access_fields fields = {
+    .remote_addr = "127.0.0.1",
+    .method = "GET",
+    .uri = "/notes?limit=2",
+    .path = "/notes",
+    .query = "limit=2",
+    .status = 200,
+    .bytes = 42,
+    .duration_us = 1234,
+    .pid = 77,
+    .time_s = 0,
+};
+
+static void test_log_default_format_renders_every_field(void **state)
+{
+    char line[512];
+    (void)state;
+    size_t n = log_access_render(line, sizeof(line), LOG_ACCESS_FORMAT_DEFAULT, &fields);
+    assert_string_equal(line, "127.0.0.1 - [01/Jan/1970:00:00:00 +0000] \"GET /notes?limit=2\" "
+                              "200 42 1234us pid=77\n");
+    assert_int_equal(n, strlen(line));
+}
+
+static void test_log_braced_variables_and_missing_values(void **state)
+{
+    char line[256];
+    struct access_fields f = fields;
+    (void)state;
+    f.remote_addr = NULL;
+    f.query = "";
+    log_access_render(line, sizeof(line), "${status}s $remote_addr q=$query $time_iso $path", &f);
+    assert_string_equal(line, "200s - q=- 1970-01-01T00:00:00Z /notes\n");
+}
+
+static void test_log_control_bytes_cannot_forge_lines(void **state)
+{
+    char line[256];
+    struct access_fields f = fields;
+    (void)state;
+    f.uri = "/a\nGET /forged\r";
+    log_access_render(line, sizeof(line), "$uri", &f);
+    assert_string_equal(line, "/a?GET /forged?\n");
+}
+
+static void test_log_render_cuts_to_fit_and_keeps_newline(void **state)
+{
+    char line[8];
+    (void)state;
+    size_t n = log_access_render(line, sizeof(line), "$uri", &fields);
+    assert_int_equal(n, 7);
+    assert_string_equal(line, "/notes\n");
+}
+
+static void test_log_format_check_rejects_unknown_variables(void **state)
+{
+    char bad[80];
+    (void)state;
+    assert_int_equal(log_access_format_check(LOG_ACCESS_FORMAT_DEFAULT, bad, sizeof(bad)), 0);
+    assert_int_equal(log_access_format_check("$method $bogus x", bad, sizeof(bad)), -1);
+    assert_string_equal(bad, "$bogus");
+    assert_int_equal(log_access_format_check("${status", bad, sizeof(bad)), -1);
+    assert_int_equal(log_access_format_check("plain text", bad, sizeof(bad)), 0);
+}
+
+static void test_log_level_names(void **state)
+{
+    (void)state;
+    assert_int_equal(log_level_parse("error"), FCGATE_LOG_ERROR);
+    assert_int_equal(log_level_parse("WARN"), FCGATE_LOG_WARN);
+    assert_int_equal(log_level_parse("info"), FCGATE_LOG_INFO);
+    assert_int_equal(log_level_parse("debug"), FCGATE_LOG_DEBUG);
+    assert_int_equal(log_level_parse("loud"), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_log_default_format_renders_every_field),
+        cmocka_unit_test(test_log_braced_variables_and_missing_values),
+        cmocka_unit_test(test_log_control_bytes_cannot_forge_lines),
+        cmocka_unit_test(test_log_render_cuts_to_fit_and_keeps_newline),
+        cmocka_unit_test(test_log_format_check_rejects_unknown_variables),
+        cmocka_unit_test(test_log_level_names),
+    };
+    return cmocka_run_group_tests_name("log", tests, NULL, NULL);
+}
