@@ -2,11 +2,14 @@
  * test_log.c - access-log formats: checking and rendering (pure parts of
  * log.c), and whole lines from concurrent writers.
  */
-#include <cmocka.h>
-#include <setjmp.h>
+/* cmocka needs these first. */
+// clang-format off
 #include <stdarg.h>
 #include <stddef.h>
+#include <setjmp.h>
 #include <stdint.h>
+#include <cmocka.h>
+// clang-format on
 
 #include "log.h"
 
