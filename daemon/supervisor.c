@@ -825,10 +825,15 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
         log_error("cannot map the scoreboard: %s", strerror(errno));
         goto fail;
     }
-    log_info("fcgate %s: %s mode, %d workers%s, listening on %zu socket%s", FCGATE_VERSION,
+    log_info("fcgate %s: %s mode, %d workers x %d %s, listening on %zu socket%s", FCGATE_VERSION,
              config_mode_name(S.cur->cfg.mode), S.cur->cfg.workers,
-             S.cur->cfg.mode == MODE_THREADS ? " (threads each as configured)" : "", S.nlisten,
-             S.nlisten == 1 ? "" : "s");
+             S.cur->cfg.mode == MODE_THREADS  ? S.cur->cfg.threads
+             : S.cur->cfg.mode == MODE_ASYNC ? S.cur->cfg.worker_connections
+                                             : 1,
+             S.cur->cfg.mode == MODE_THREADS  ? "threads"
+             : S.cur->cfg.mode == MODE_ASYNC ? "connections"
+                                             : "request at a time",
+             S.nlisten, S.nlisten == 1 ? "" : "s");
 
     for (;;) {
         uint64_t now = monotonic_ms();

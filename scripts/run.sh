@@ -13,9 +13,14 @@ mkdir -p "$RUN/nginx"
 chmod 755 "$RUN"
 SOCK=$RUN/fcgate.sock
 
+# Workers and nginx's workers both run as www-data: the socket (0660) and
+# the database directory belong to it.
+chown www-data:www-data "$RUN"
 cat > "$RUN/fcgate.conf" <<CONF
 listen = [ "unix:$SOCK" ];
-listen_mode = "0666";            # nginx's workers (www-data) connect to it
+listen_mode = "0660";
+user = "www-data";
+group = "www-data";
 mode = "threads";
 workers = 2;
 threads = 4;
@@ -23,10 +28,12 @@ app = { module = "$TOP/build/notes.so"; database = "$RUN/notes.db"; };
 log = { level = "info"; error = "-"; access = "-"; };
 CONF
 
+cp /etc/nginx/fastcgi_params "$RUN/nginx/"
 sed -e "s#unix:/run/fcgate/fcgate.sock#unix:$SOCK#" -e "s#127.0.0.1:8080#127.0.0.1:$PORT#" \
   "$TOP/nginx/fcgate.conf" > "$RUN/nginx/site.conf"
 cat > "$RUN/nginx/nginx.conf" <<CONF
 daemon off;
+user www-data;
 worker_processes 1;
 pid $RUN/nginx/nginx.pid;
 error_log stderr warn;
@@ -59,10 +66,13 @@ FCGATE_PID=$!
 nginx -p "$RUN/nginx/" -c "$RUN/nginx/nginx.conf" -e stderr &
 NGINX_PID=$!
 
-for _ in $(seq 50); do
-  curl -fsS -o /dev/null "http://127.0.0.1:$PORT/notes" 2> /dev/null && break
+ok=0
+for _ in $(seq 100); do
+  curl -fsS -o /dev/null "http://127.0.0.1:$PORT/notes" 2> /dev/null && { ok=1; break; }
+  kill -0 "$FCGATE_PID" 2> /dev/null && kill -0 "$NGINX_PID" 2> /dev/null || break
   sleep 0.1
 done
+((ok)) || die "fcgate or nginx did not come up (see the messages above)"
 cat <<MSG
 
 fcgate is serving the notes example at http://127.0.0.1:$PORT
