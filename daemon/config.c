@@ -487,29 +487,17 @@ static void set_mode(struct loader *L, const config_setting_t *s, const struct k
                quote(&qb, v));
 }
 
-static const struct {
-    const char *name;
-    int level;
-} log_levels[] = {
-    {"error", FCGATE_LOG_ERROR},
-    {"warn", FCGATE_LOG_WARN},
-    {"info", FCGATE_LOG_INFO},
-    {"debug", FCGATE_LOG_DEBUG},
-};
-
 static void set_log_level(struct loader *L, const config_setting_t *s, const struct key *k)
 {
     struct qbuf qb;
     const char *v = get_str(L, s, k);
-    size_t i;
 
     if (v == NULL)
         return;
-    for (i = 0; i < sizeof(log_levels) / sizeof(log_levels[0]); i++) {
-        if (strcmp(v, log_levels[i].name) == 0) {
-            L->c->log_level = log_levels[i].level;
-            return;
-        }
+    int level = log_level_parse(v);
+    if (level >= 0) {
+        L->c->log_level = level;
+        return;
     }
     err_at(L, s, "'%s' must be \"error\", \"warn\", \"info\" or \"debug\", not \"%s\"", k->path,
            quote(&qb, v));

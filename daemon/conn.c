@@ -11,6 +11,7 @@
 #include "fcgate.h"
 #include "log.h"
 
+#include <errno.h>
 #include <fastcgi.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,21 @@ static void conn_close(struct conn *c)
         ;
     close(c->fd);
     c->fd = -1;
+}
+
+int conn_accept(int lfd, int flags)
+{
+    int fd = accept4(lfd, NULL, NULL, flags | SOCK_CLOEXEC);
+    if (fd >= 0)
+        return fd;
+    if (errno == EMFILE || errno == ENFILE) {
+        /* The listen socket stays readable: the caller must pause, not spin. */
+        log_error("accept: %s; pausing", strerror(errno));
+        return CONN_ACCEPT_NOFD;
+    }
+    if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+        log_error("accept: %s", strerror(errno));
+    return -1;
 }
 
 void conn_init(struct conn *c)

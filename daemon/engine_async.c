@@ -361,18 +361,11 @@ static struct aconn *conn_new(struct loop *L, int fd)
 static void accept_some(struct loop *L, size_t li)
 {
     for (int i = 0; i < ACCEPT_BURST && L->nconns < L->max_conns; i++) {
-        int fd = accept4(L->w->listen_fds[li], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE) {
-                /* Out of descriptors: stop accepting until a connection
-                 * closes, rather than spin on a readable listen socket. */
-                log_error("accept: %s; pausing until a connection closes", strerror(errno));
-                set_accepting(L, 0);
-            } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
-                log_error("accept: %s", strerror(errno));
-            }
+        int fd = conn_accept(L->w->listen_fds[li], SOCK_NONBLOCK);
+        if (fd == CONN_ACCEPT_NOFD)
+            set_accepting(L, 0); /* until a connection closes */
+        if (fd < 0)
             return;
-        }
         struct aconn *a = conn_new(L, fd);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                                  .data.ptr = &a->src};

@@ -190,18 +190,11 @@ void engine_sync_park_fini(struct worker *w)
 
 static void accept_one(struct worker *w, int lfd, struct score_slot *slot)
 {
-    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd < 0) {
-        if (errno == EMFILE || errno == ENFILE) {
-            /* Out of descriptors: pause rather than spin on a listen
-             * socket that stays readable. */
-            log_error("accept: %s; pausing 100 ms", strerror(errno));
-            blocking_sleep(NULL, 100);
-        } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
-            log_error("accept: %s", strerror(errno));
-        }
+    int fd = conn_accept(lfd, 0);
+    if (fd == CONN_ACCEPT_NOFD)
+        blocking_sleep(NULL, 100);
+    if (fd < 0)
         return;
-    }
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
         log_error("out of memory for a connection");

@@ -77,6 +77,9 @@ struct worker {
 /* A worker that could not start (module, init, privileges) exits so. */
 #define WORKER_EXIT_BOOT 3
 
+/* The uid and gid of cfg->user / cfg->group (set). 0, or -1 (logged). */
+int worker_ids(const struct config *cfg, uid_t *uid, gid_t *gid);
+
 /* Runs in the child after fork; never returns. */
 void worker_main(struct worker *w) __attribute__((noreturn));
 /* Asks the worker to stop after its current requests (any thread). */
@@ -124,6 +127,10 @@ struct conn {
 };
 
 enum conn_result { CONN_CLOSED, CONN_PARKED };
+#define CONN_ACCEPT_NOFD (-2)
+/* accept4 (close-on-exec, plus flags): the fd; -1 when there was nothing
+ * to take; CONN_ACCEPT_NOFD when out of descriptors (logged: pause). */
+int conn_accept(int lfd, int flags);
 /* Prepares c (fd, w, io set) for conn_serve. */
 void conn_init(struct conn *c);
 /* Serves requests on c->fd until the peer closes, an error, or the worker

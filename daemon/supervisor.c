@@ -21,8 +21,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <pwd.h>
 #include <sys/stat.h>
 #include <signal.h>
 #include <stdio.h>
@@ -617,23 +615,13 @@ static void close_unused_inherited(void)
  * through the group and listen_mode), as PHP-FPM's listen.owner does. */
 static int socket_owner(const struct config *cfg, const struct listen_addr *a)
 {
+    uid_t uid;
+    gid_t gid;
     if (a->family != AF_UNIX || geteuid() != 0 || !cfg->user)
         return 0;
-    struct passwd *pw = getpwnam(cfg->user);
-    if (!pw) {
-        log_error("listen %s: user '%s' does not exist", a->path, cfg->user);
+    if (worker_ids(cfg, &uid, &gid) < 0)
         return -1;
-    }
-    gid_t gid = pw->pw_gid;
-    if (cfg->group) {
-        struct group *gr = getgrnam(cfg->group);
-        if (!gr) {
-            log_error("listen %s: group '%s' does not exist", a->path, cfg->group);
-            return -1;
-        }
-        gid = gr->gr_gid;
-    }
-    if (chown(a->path, pw->pw_uid, gid) < 0) {
+    if (chown(a->path, uid, gid) < 0) {
         log_error("listen %s: chown: %s", a->path, strerror(errno));
         return -1;
     }

@@ -134,6 +134,27 @@ static void worker_signals(void)
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
+int worker_ids(const struct config *cfg, uid_t *uid, gid_t *gid)
+{
+    errno = 0;
+    struct passwd *pw = getpwnam(cfg->user);
+    if (!pw) {
+        log_error("user '%s': %s", cfg->user, errno ? strerror(errno) : "no such user");
+        return -1;
+    }
+    *uid = pw->pw_uid;
+    *gid = pw->pw_gid;
+    if (cfg->group) {
+        struct group *gr = getgrnam(cfg->group);
+        if (!gr) {
+            log_error("group '%s': no such group", cfg->group);
+            return -1;
+        }
+        *gid = gr->gr_gid;
+    }
+    return 0;
+}
+
 /* Root only binds; workers serve as cfg->user. Serving as root takes
  * saying so (user = "root"): an app bug should not own the machine. */
 static int drop_privileges(const struct config *cfg)
@@ -147,28 +168,17 @@ static int drop_privileges(const struct config *cfg)
     }
     if (strcmp(cfg->user, "root") == 0 && geteuid() == 0)
         return 0;
-    errno = 0;
-    struct passwd *pw = getpwnam(cfg->user);
-    if (!pw) {
-        log_error("user '%s': %s", cfg->user, errno ? strerror(errno) : "no such user");
+    uid_t uid;
+    gid_t gid;
+    if (worker_ids(cfg, &uid, &gid) < 0)
         return -1;
-    }
-    gid_t gid = pw->pw_gid;
-    if (cfg->group) {
-        struct group *gr = getgrnam(cfg->group);
-        if (!gr) {
-            log_error("group '%s': no such group", cfg->group);
-            return -1;
-        }
-        gid = gr->gr_gid;
-    }
     if (geteuid() != 0) {
-        if (geteuid() == pw->pw_uid)
+        if (geteuid() == uid)
             return 0;
         log_error("cannot switch to user '%s': fcgate is not running as root", cfg->user);
         return -1;
     }
-    if (initgroups(cfg->user, gid) < 0 || setgid(gid) < 0 || setuid(pw->pw_uid) < 0) {
+    if (initgroups(cfg->user, gid) < 0 || setgid(gid) < 0 || setuid(uid) < 0) {
         log_error("cannot switch to user '%s': %s", cfg->user, strerror(errno));
         return -1;
     }
