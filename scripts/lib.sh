@@ -5,7 +5,9 @@ TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # The Debian 12 packages fcgate builds, runs and tests with.
 FCGATE_PACKAGES="build-essential cmake pkg-config libfcgi-dev libfcgi-bin libconfig-dev
   libsqlite3-dev libcmocka-dev nginx curl python3 iproute2 procps"
-FCGATE_TEST_PACKAGES="clang libclang-rt-14-dev"
+# clang: sanitizers and fuzzers; debhelper, lintian, logrotate, systemd
+# (systemd-analyze): tests/packaging.
+FCGATE_TEST_PACKAGES="clang libclang-rt-14-dev debhelper lintian logrotate systemd"
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
