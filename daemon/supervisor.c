@@ -74,6 +74,7 @@ static struct {
     char *pidfile;
     int owns_sockets[CONFIG_MAX_LISTEN]; /* unlink on exit (not systemd's, not handed on) */
     char **argv;
+    char exe[4096];      /* the binary's path, read at start: USR2 runs what is there now */
     pid_t upgrade_pid;   /* the new master started by USR2 */
     pid_t old_master;    /* after an upgrade: the master to retire once ready */
     int notified_ready;
@@ -81,6 +82,7 @@ static struct {
 } S;
 
 static void upgrade(void);
+static void chown_logs(const struct config *cfg);
 static void upgrade_failed(int status);
 static void upgrade_done(void);
 
@@ -398,6 +400,7 @@ static void reload(uint64_t now)
     if (!same_listen(&cfg, &S.cur->cfg))
         log_warn("reload: listen addresses changed; they take effect on restart or upgrade");
     log_open(cfg.log_level, cfg.log_error, cfg.log_access);
+    chown_logs(&cfg);
     struct generation *old = S.cur, *g = gen_new(&cfg);
     if (!g) {
         log_error("reload: too many generations still draining; try again later");
@@ -557,12 +560,28 @@ static void on_signal(int sig, uint64_t now)
         break;
     case SIGUSR1:
         log_reopen();
+        chown_logs(&S.cur->cfg);
         signal_gen(NULL, SIGUSR1, now);
         log_info("USR1: log files reopened");
         break;
     default:
         break;
     }
+}
+
+/* Log files the root supervisor creates belong to the workers' user, who
+ * must reopen them on USR1. */
+static void chown_logs(const struct config *cfg)
+{
+    uid_t uid;
+    gid_t gid;
+    if (geteuid() != 0 || !cfg->user || strcmp(cfg->user, "root") == 0 ||
+        worker_ids(cfg, &uid, &gid) < 0)
+        return;
+    const char *paths[] = {cfg->log_error, cfg->log_access};
+    for (size_t i = 0; i < 2; i++)
+        if (paths[i] && strcmp(paths[i], "-") != 0 && chown(paths[i], uid, gid) < 0)
+            log_warn("log file %s: chown to user '%s': %s", paths[i], cfg->user, strerror(errno));
 }
 
 /* ---- set-up ---- */
@@ -728,7 +747,10 @@ static void upgrade(void)
         snprintf(parent, sizeof(parent), "%d", (int)getppid());
         setenv(UPGRADE_ENV, env, 1);
         setenv(UPGRADE_PARENT_ENV, parent, 1);
-        execv("/proc/self/exe", S.argv);
+        /* The path, not /proc/self/exe: after a package upgrade that link
+         * names the old, deleted binary. */
+        if (S.exe[0])
+            execv(S.exe, S.argv);
         execvp(S.argv[0], S.argv);
         log_error("USR2: cannot execute %s: %s", S.argv[0], strerror(errno));
         _exit(127);
@@ -787,6 +809,8 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
 
     S.reload = reload_fn;
     S.argv = argv;
+    ssize_t n = readlink("/proc/self/exe", S.exe, sizeof(S.exe) - 1);
+    S.exe[n > 0 ? n : 0] = '\0';
     S.watchdog_ms = systemd_watchdog_usec() / 1000;
     const char *parent = getenv(UPGRADE_PARENT_ENV);
     if (parent) {
@@ -808,6 +832,7 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
             goto fail;
         S.pidfile = strdup(cfg->pidfile);
     }
+    chown_logs(cfg);
     S.cur = gen_new(cfg);
     if (!S.cur) {
         log_error("cannot map the scoreboard: %s", strerror(errno));
