@@ -23,8 +23,11 @@ static void *pool_thread(void *p)
 
     pthread_mutex_lock(&bp->mu);
     for (;;) {
-        while (!bp->head && !bp->stop)
+        while (!bp->head && !bp->stop) {
+            bp->idle++;
             pthread_cond_wait(&bp->cv, &bp->mu);
+            bp->idle--;
+        }
         if (!bp->head)
             break;
         struct pool_job *j = bp->head;
@@ -36,10 +39,13 @@ static void *pool_thread(void *p)
         j->result = db_run(j->fn, j->arg);
 
         pthread_mutex_lock(&bp->mu);
+        /* One wake-up per batch: the loop takes the whole list at once. */
+        if (!bp->done) {
+            uint64_t one = 1;
+            (void)!write(bp->efd, &one, sizeof(one));
+        }
         j->next = bp->done;
         bp->done = j;
-        uint64_t one = 1;
-        (void)!write(bp->efd, &one, sizeof(one));
     }
     pthread_mutex_unlock(&bp->mu);
     db_close_thread();
@@ -76,7 +82,9 @@ void pool_submit(struct blocking_pool *bp, struct pool_job *j)
     else
         bp->head = j;
     bp->tail = j;
-    pthread_cond_signal(&bp->cv);
+    /* A thread that is still busy picks the job up when it loops. */
+    if (bp->idle > 0)
+        pthread_cond_signal(&bp->cv);
     pthread_mutex_unlock(&bp->mu);
 }
 

@@ -23,6 +23,7 @@ struct blocking_pool {
     struct pool_job *done;        /* finished, for the loop */
     int efd;                      /* readable when done is not empty */
     int stop;
+    int idle; /* threads waiting on cv */
     pthread_t *threads;
     size_t n;
 };

@@ -52,11 +52,9 @@
 
 /* ---- error list ---- */
 
-static int err_add(struct config_errors *e, const char *fmt, ...) PRINTF_LIKE(2, 3);
-
 /* Appends one message; returns 1, the number of errors it stands for, even
  * when memory ran out and the text could not be kept. */
-static int err_add(struct config_errors *e, const char *fmt, ...)
+int config_error(struct config_errors *e, const char *fmt, ...)
 {
     va_list ap;
     char *m, **v;
@@ -231,7 +229,7 @@ static void err_at(struct loader *L, const config_setting_t *s, const char *fmt,
     if (vasprintf(&msg, fmt, ap) < 0)
         msg = NULL;
     va_end(ap);
-    L->n += err_add(L->errs, "%s: %s", w ? w : L->name, msg ? msg : "out of memory");
+    L->n += config_error(L->errs, "%s: %s", w ? w : L->name, msg ? msg : "out of memory");
     free(msg);
     free(w);
 }
@@ -718,18 +716,18 @@ static void check_include(struct loader *L, const char *file, unsigned line, con
     size_t len;
 
     if ((path = include_path(L->include_dir, name)) == NULL) {
-        L->n += err_add(L->errs, "%s:%u: out of memory", file, line);
+        L->n += config_error(L->errs, "%s:%u: out of memory", file, line);
         return;
     }
     if (stat(path, &st) < 0) {
-        L->n += err_add(L->errs, "%s:%u: cannot include '%s': %s", file, line, quote(&qb, path),
+        L->n += config_error(L->errs, "%s:%u: cannot include '%s': %s", file, line, quote(&qb, path),
                         strerror(errno));
     } else if (!S_ISREG(st.st_mode)) {
-        L->n += err_add(L->errs, "%s:%u: cannot include '%s': %s", file, line, quote(&qb, path),
+        L->n += config_error(L->errs, "%s:%u: cannot include '%s': %s", file, line, quote(&qb, path),
                         S_ISDIR(st.st_mode) ? strerror(EISDIR) : "not a regular file");
     } else if (depth < INCLUDE_DEPTH_MAX) {
         if (read_all(path, &text, &len) < 0) {
-            L->n += err_add(L->errs, "%s:%u: cannot include '%s': %s", file, line, quote(&qb, path),
+            L->n += config_error(L->errs, "%s:%u: cannot include '%s': %s", file, line, quote(&qb, path),
                             strerror(errno));
         } else {
             prescan(L, text, len, path, depth + 1);
@@ -758,7 +756,7 @@ static const char *include_line(struct loader *L, const char *p, const char *end
     if (p == end || *p != '"')
         return NULL;
     if ((name = malloc((size_t)(end - p))) == NULL) {
-        L->n += err_add(L->errs, "%s:%u: out of memory", file, at);
+        L->n += config_error(L->errs, "%s:%u: out of memory", file, at);
         return end;
     }
     for (o = name, p++; p < end && *p != '"'; p++) {
@@ -775,7 +773,7 @@ static const char *include_line(struct loader *L, const char *p, const char *end
         check_include(L, file, at, name, depth);
         p++;
     } else {
-        L->n += err_add(L->errs, "%s:%u: unterminated @include file name", file, at);
+        L->n += config_error(L->errs, "%s:%u: unterminated @include file name", file, at);
     }
     free(name);
     return p;
@@ -824,7 +822,7 @@ static void prescan(struct loader *L, const char *text, size_t len, const char *
                 if (p < end)
                     p += 2;
                 else
-                    L->n += err_add(L->errs, "%s:%u: unterminated /* comment", file, at);
+                    L->n += config_error(L->errs, "%s:%u: unterminated /* comment", file, at);
             } else {
                 p++;
             }
@@ -840,7 +838,7 @@ static void prescan(struct loader *L, const char *text, size_t len, const char *
             if (p < end)
                 p++;
             else
-                L->n += err_add(L->errs, "%s:%u: unterminated string", file, at);
+                L->n += config_error(L->errs, "%s:%u: unterminated string", file, at);
             break;
         default:
             p++;
@@ -870,7 +868,7 @@ static int load_text(struct config *c, const char *text, const char *name, const
         char *f = ef ? include_path(include_dir, ef) : NULL;
         const char *file = f ? f : ef ? ef : name;
 
-        L.n += err_add(errs, "%s:%d: %s", file, config_error_line(&cfg), et ? et : "syntax error");
+        L.n += config_error(errs, "%s:%d: %s", file, config_error_line(&cfg), et ? et : "syntax error");
         free(f);
     }
     config_destroy(&cfg);
@@ -892,14 +890,14 @@ int config_load_file(struct config *c, const char *path, struct config_errors *e
     int n;
 
     if (read_all(path, &text, &len) < 0)
-        return err_add(errs, "%s: cannot read: %s", path, strerror(errno));
+        return config_error(errs, "%s: cannot read: %s", path, strerror(errno));
     if ((nul = memchr(text, '\0', len)) != NULL) {
         unsigned line = 1;
         const char *p;
 
         for (p = text; p < nul; p++)
             line += *p == '\n';
-        n = err_add(errs, "%s:%u: NUL byte in the file", path, line);
+        n = config_error(errs, "%s:%u: NUL byte in the file", path, line);
         goto done;
     }
     /* @include names are relative to the file's directory, not the cwd. */
@@ -912,7 +910,7 @@ int config_load_file(struct config *c, const char *path, struct config_errors *e
         dir = strndup(path, (size_t)(slash - path));
     copy = strdup(path);
     if (dir == NULL || copy == NULL) {
-        n = err_add(errs, "%s: out of memory", path);
+        n = config_error(errs, "%s: out of memory", path);
         goto done;
     }
     free(c->path);
@@ -983,11 +981,11 @@ static int override_int(const char *key, const char *value, long min, long max, 
     errno = 0;
     v = strtol(value, &end, 10);
     if (!(value[0] >= '0' && value[0] <= '9') && value[0] != '-')
-        return err_add(errs, "--%s: must be an integer, not '%s'", key, quote(&qb, value));
+        return config_error(errs, "--%s: must be an integer, not '%s'", key, quote(&qb, value));
     if (*end != '\0' || end == value)
-        return err_add(errs, "--%s: must be an integer, not '%s'", key, quote(&qb, value));
+        return config_error(errs, "--%s: must be an integer, not '%s'", key, quote(&qb, value));
     if (errno == ERANGE || v < min || v > max)
-        return err_add(errs, "--%s: must be between %ld and %ld, not %s", key, min, max,
+        return config_error(errs, "--%s: must be between %ld and %ld, not %s", key, min, max,
                        quote(&qb, value));
     *out = (int)v;
     return 0;
@@ -1002,15 +1000,15 @@ static int override_listen(struct config *c, const char *value, struct config_er
                 strcmp(c->listen_origin[0], CLI_LISTEN) != 0;
 
     if (listen_parse(value, &a, why, sizeof(why)) < 0)
-        return err_add(errs, "--listen: bad listen address '%s': %s", quote(&qb, value), why);
+        return config_error(errs, "--listen: bad listen address '%s': %s", quote(&qb, value), why);
     if (!first && c->nlisten >= CONFIG_MAX_LISTEN)
-        return err_add(errs, "--listen: at most %d addresses", CONFIG_MAX_LISTEN);
+        return config_error(errs, "--listen: at most %d addresses", CONFIG_MAX_LISTEN);
     v = strdup(value);
     o = strdup(CLI_LISTEN);
     if (v == NULL || o == NULL) {
         free(v);
         free(o);
-        return err_add(errs, "--listen: out of memory");
+        return config_error(errs, "--listen: out of memory");
     }
     /* The first --listen replaces the file's list, later ones append. */
     if (first) {
@@ -1040,14 +1038,14 @@ int config_override(struct config *c, const char *key, const char *value,
         return override_listen(c, value, errs);
     if (strcmp(key, "app") == 0) {
         if (*value == '\0')
-            return err_add(errs, "--app: must not be empty");
+            return config_error(errs, "--app: must not be empty");
         if (replace(&c->app_module, value) < 0 || replace(&c->app_module_origin, "--app") < 0)
-            return err_add(errs, "--app: out of memory");
+            return config_error(errs, "--app: out of memory");
         return 0;
     }
     if (strcmp(key, "mode") == 0) {
         if (parse_worker_mode(value, &c->mode) < 0)
-            return err_add(errs, "--mode: must be \"sync\", \"threads\" or \"async\", not \"%s\"",
+            return config_error(errs, "--mode: must be \"sync\", \"threads\" or \"async\", not \"%s\"",
                            quote(&qb, value));
         return 0;
     }
@@ -1059,22 +1057,22 @@ int config_override(struct config *c, const char *key, const char *value,
         return override_int(key, value, 1, 1000000, &c->worker_connections, errs);
     if (strcmp(key, "database") == 0) {
         if (replace(&c->app_database, *value ? value : NULL) < 0)
-            return err_add(errs, "--database: out of memory");
+            return config_error(errs, "--database: out of memory");
         return 0;
     }
     if (strcmp(key, "user") == 0 || strcmp(key, "group") == 0) {
         if (*value == '\0')
-            return err_add(errs, "--%s: must not be empty", key);
+            return config_error(errs, "--%s: must not be empty", key);
         if (replace(key[0] == 'u' ? &c->user : &c->group, value) < 0)
-            return err_add(errs, "--%s: out of memory", key);
+            return config_error(errs, "--%s: out of memory", key);
         return 0;
     }
     if (strcmp(key, "pidfile") == 0) {
         if (replace(&c->pidfile, *value ? value : NULL) < 0)
-            return err_add(errs, "--pidfile: out of memory");
+            return config_error(errs, "--pidfile: out of memory");
         return 0;
     }
-    return err_add(errs, "--%s: unknown option", quote(&qb, key));
+    return config_error(errs, "--%s: unknown option", quote(&qb, key));
 }
 
 /* Why the module at path could not be loaded, or NULL. Only looks: stat
@@ -1105,18 +1103,18 @@ int config_check(const struct config *c, struct config_errors *errs)
     int n = 0;
 
     if (c->app_module == NULL || c->app_module[0] == '\0')
-        n += err_add(errs, "%s: no app module configured", origin);
+        n += config_error(errs, "%s: no app module configured", origin);
     else if ((problem = module_problem(c->app_module)) != NULL)
-        n += err_add(errs, "%s: app module '%s': %s", origin, quote(&qb, c->app_module), problem);
+        n += config_error(errs, "%s: app module '%s': %s", origin, quote(&qb, c->app_module), problem);
 
     if (c->nlisten == 0 || c->nlisten > CONFIG_MAX_LISTEN)
-        return n + err_add(errs, "(default): between 1 and %d listen addresses are needed, not %zu",
+        return n + config_error(errs, "(default): between 1 and %d listen addresses are needed, not %zu",
                            CONFIG_MAX_LISTEN, c->nlisten);
     for (i = 0; i < c->nlisten; i++) {
         const char *lo = c->listen_origin[i] ? c->listen_origin[i] : "(default)";
 
         if (c->listen[i] == NULL || listen_parse(c->listen[i], &a[i], why, sizeof(why)) < 0) {
-            n += err_add(errs, "%s: bad listen address '%s': %s", lo,
+            n += config_error(errs, "%s: bad listen address '%s': %s", lo,
                          c->listen[i] ? quote(&qb, c->listen[i]) : "", c->listen[i] ? why : "none");
             a[i].family = AF_UNSPEC;
             continue;
@@ -1125,7 +1123,7 @@ int config_check(const struct config *c, struct config_errors *errs)
         for (j = 0; j < i; j++) {
             if (a[j].family == a[i].family && a[j].sslen == a[i].sslen &&
                 memcmp(&a[j].ss, &a[i].ss, a[i].sslen) == 0) {
-                n += err_add(errs, "%s: listen address '%s' is listed twice", lo,
+                n += config_error(errs, "%s: listen address '%s' is listed twice", lo,
                              quote(&qb, c->listen[i]));
                 break;
             }

@@ -69,6 +69,10 @@ struct config_errors {
     size_t n;
 };
 
+/* Appends one message to errs; returns 1 (the errors it stands for). */
+int config_error(struct config_errors *e, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* Fills c with the embedded defaults (DESIGN.md's table). 0, or -1 on ENOMEM. */
 int config_defaults(struct config *c);
 

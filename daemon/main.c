@@ -62,8 +62,15 @@ static int build_config(struct config *c, struct config_errors *errs)
     /* Checks of the final values (module file, listen addresses) run even
      * after other errors, so -t reports everything in one go; not when the
      * file itself was unreadable, where they would only be noise. */
-    if (!config_file || access(config_file, R_OK) == 0)
-        n += config_check(c, errs);
+    if (config_file && access(config_file, R_OK) != 0)
+        goto out;
+    n += config_check(c, errs);
+    /* The workers would refuse: say so now, and in -t. */
+    if (geteuid() == 0 && !c->user)
+        n += config_error(errs, "%s: workers would run as root: set user (e.g. user = "
+                                "\"www-data\"), or user = \"root\" to allow it",
+                          config_file ? config_file : "(defaults)");
+out:
     if (n)
         config_free(c);
     return n;

@@ -152,7 +152,7 @@ static void json_str(struct buf *b, const char *s, size_t n)
 
 static void json_note(struct buf *b, long long id, const char *text, size_t len)
 {
-    char num[32];
+    char num[48]; /* {"id": + 20 digits + ,"text": */
 
     snprintf(num, sizeof num, "{\"id\":%lld,\"text\":", id);
     buf_str(b, num);
