@@ -232,7 +232,7 @@ p("")
 p("- `nproc`: %s; CPU: %s; %s" % (nproc, sh("lscpu | sed -n 's/^Model name: *//p'") or platform.processor(),
                                   sh("awk '/MemTotal/{printf \"%.0f GiB RAM\", $2/1048576}' /proc/meminfo")))
 p("- kernel %s; Debian %s" % (platform.release(), slurp("/etc/debian_version", "?")))
-p("- fcgate %s, %s, built `Release` (`-O3`) by the run" % (
+p("- `%s`, commit %s, built `Release` (`-O3`) by the run" % (
     sh("'%s/fcgate' --version" % env.get("BUILD_DIR", "build-bench")),
     sh("git -C '%s' describe --always --dirty 2>/dev/null" % env.get("TOP", ".")) or "no git"))
 p("- machine busy before the harness started: %s%% of all cores" % busy)
@@ -278,7 +278,7 @@ p("")
 p("```")
 top = env.get("TOP", "")
 for line in slurp(os.path.join(out_dir, "commands.txt")).splitlines():
-    p(line.replace(top + "/", "") if top else line)
+    p(line.replace(top + "/", "").replace(top, ".") if top else line)
 p("```")
 p("")
 

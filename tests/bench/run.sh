@@ -67,7 +67,12 @@ harness() {
   while [[ $1 != -- ]]; do envs+=("$1"); shift; done
   shift
   mkdir -p "$OUT_DIR/$sub"
-  note "${envs[*]} DURATION=$DURATION WARMUP=$WARMUP FCGATE_BIN=$BUILD/fcgate FCGATE_APP=$BUILD/bench.so KEEP_RUN_DIR=1 RESULTS_DIR=$OUT_DIR/$sub tests/bench/peers/run.sh $*"
+  local e shown=""
+  for e in "${envs[@]}"; do
+    [[ $e == *[[:space:]]* ]] && e="${e%%=*}='${e#*=}'"
+    shown+="$e "
+  done
+  note "${shown}DURATION=$DURATION WARMUP=$WARMUP FCGATE_BIN=$BUILD/fcgate FCGATE_APP=$BUILD/bench.so KEEP_RUN_DIR=1 RESULTS_DIR=$OUT_DIR/$sub tests/bench/peers/run.sh $*"
   env "${envs[@]}" KEEP_RUN_DIR=1 RESULTS_DIR="$OUT_DIR/$sub" \
     FCGATE_BIN="$BUILD/fcgate" FCGATE_APP="$BUILD/bench.so" \
     "$PEERS/run.sh" "$@" > >(tee -a "$OUT_DIR/$sub.log" >&2) 2>&1 &

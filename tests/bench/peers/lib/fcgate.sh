@@ -11,14 +11,18 @@ FCGATE_REPO=$(cd "$PEERS_DIR/../../.." 2> /dev/null && pwd)
 TARGET_PACKAGES="libconfig9 libsqlite3-0"
 
 # fcgate_start MODE-OPTIONS... - the options are passed on the command
-# line; what has no option (socket mode, backlog, blocking threads, the
-# app's cpu_iters) goes into a config file that is recorded with the command.
+# line; the rest (user, socket mode, backlog, blocking threads, the app's
+# cpu_iters) goes into a config file that is recorded with the command.
 fcgate_start() {
   local sock=$RUN_DIR/fcgate.sock conf=$RUN_DIR/fcgate.conf
   TARGET_UPSTREAM=unix:$sock
   [[ -x $FCGATE_BIN ]] || { log "  no fcgate binary at $FCGATE_BIN (build it, or set FCGATE_BIN)"; return 1; }
   [[ -r $FCGATE_APP ]] || { log "  no bench module at $FCGATE_APP (set FCGATE_APP)"; return 1; }
+  # user = "root": the harness runs as root and so do nginx and the peer
+  # servers (shared unix sockets and db in the run dir); fcgate refuses
+  # root workers unless told so.
   cat > "$conf" <<CONF
+user = "root";
 listen_mode = "0666";
 listen_backlog = 2048;
 ${FCGATE_BLOCKING_THREADS:+blocking_threads = $FCGATE_BLOCKING_THREADS;}
