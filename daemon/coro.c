@@ -6,7 +6,8 @@
  * coro_switch is an ordinary call for both sides.
  *   x86-64 SysV: rbx rbp r12-r15, rsp, and the control words MXCSR and
  *     x87 CW (rounding mode and exception masks are callee-saved too).
- *   AAPCS64: x19-x28, x29 (fp), x30 (lr), sp, d8-d15.
+ *   AAPCS64: x19-x28, x29 (fp), x30 (lr), sp, d8-d15, and FPCR (rounding
+ *     mode), which the switch keeps per context as it does on x86-64.
  * A new coroutine's stack is laid out as if it had been switched out just
  * before entering coro_entry, which moves fn/arg into place and calls fn.
  */
@@ -59,7 +60,9 @@ static void after_switch(void *fake)
 #endif
 }
 
-#if defined(__x86_64__)
+#if defined(CORO_UCONTEXT)
+/* no assembly */
+#elif defined(__x86_64__)
 void coro_switch_ctx(void **save_sp, void *load_sp);
 void coro_entry(void);
 __asm__(".text\n"
@@ -116,6 +119,8 @@ __asm__(".text\n"
         "  stp d10, d11, [sp, #112]\n"
         "  stp d12, d13, [sp, #128]\n"
         "  stp d14, d15, [sp, #144]\n"
+        "  mrs x10, fpcr\n"
+        "  str x10, [sp, #160]\n"
         "  mov x9, sp\n"
         "  str x9, [x0]\n"
         "  mov sp, x1\n"
@@ -129,6 +134,8 @@ __asm__(".text\n"
         "  ldp d10, d11, [sp, #112]\n"
         "  ldp d12, d13, [sp, #128]\n"
         "  ldp d14, d15, [sp, #144]\n"
+        "  ldr x10, [sp, #160]\n"
+        "  msr fpcr, x10\n"
         "  add sp, sp, #176\n"
         "  ret\n"
         ".size coro_switch_ctx,.-coro_switch_ctx\n"
@@ -199,7 +206,15 @@ void coro_reset(struct coro *c, void (*fn)(void *), void *arg)
 
     c->fn = fn;
     c->arg = arg;
-#if defined(__x86_64__)
+#if defined(CORO_UCONTEXT)
+    (void)top;
+    getcontext(&c->uc);
+    c->uc.uc_stack.ss_sp = (void *)c->stack_lo;
+    c->uc.uc_stack.ss_size = c->stack_len;
+    c->uc.uc_link = NULL;
+    uintptr_t p = (uintptr_t)c;
+    makecontext(&c->uc, (void (*)(void))coro_start_uc, 2, (unsigned)(p >> 32), (unsigned)p);
+#elif defined(__x86_64__)
     /* As coro_switch_ctx leaves it: control words, r15..r12, rbx, rbp,
      * then the return address in the top slot, so that coro_entry runs
      * with rsp 16-byte aligned and its call gives fn the ABI's entry
@@ -216,19 +231,11 @@ void coro_reset(struct coro *c, void (*fn)(void *), void *arg)
     c->sp = sp;
 #elif defined(__aarch64__)
     uint64_t *sp = (uint64_t *)(top - 176);
-    memset(sp, 0, 176);
+    memset(sp, 0, 176); /* FPCR 0: round to nearest, no traps */
     sp[0] = (uint64_t)coro_start;  /* x19 */
     sp[1] = (uint64_t)c;           /* x20 */
     sp[11] = (uint64_t)coro_entry; /* x30: ret target */
     c->sp = sp;
-#else
-    (void)top;
-    getcontext(&c->uc);
-    c->uc.uc_stack.ss_sp = (void *)c->stack_lo;
-    c->uc.uc_stack.ss_size = c->stack_len;
-    c->uc.uc_link = NULL;
-    uintptr_t p = (uintptr_t)c;
-    makecontext(&c->uc, (void (*)(void))coro_start_uc, 2, (unsigned)(p >> 32), (unsigned)p);
 #endif
 }
 

@@ -13,7 +13,8 @@
 
 #include <stddef.h>
 
-#if !defined(__x86_64__) && !defined(__aarch64__)
+/* CORO_FORCE_UCONTEXT builds the fallback on any machine (tests use it). */
+#if defined(CORO_FORCE_UCONTEXT) || (!defined(__x86_64__) && !defined(__aarch64__))
 #define CORO_UCONTEXT 1
 #include <ucontext.h>
 #endif
