@@ -101,7 +101,10 @@ enum conn_result conn_serve(struct conn *c)
 
     while (keep) {
         if (off == have) {
-            ssize_t n = c->io->read(c, buf, sizeof(buf), c->codec.rq == RQ_IDLE);
+            int idle = c->codec.rq != RQ_IDLE ? CONN_BUSY
+                       : c->served      ? CONN_IDLE_KEPT
+                                        : CONN_IDLE_FRESH;
+            ssize_t n = c->io->read(c, buf, sizeof(buf), idle);
             if (n == CONN_READ_PARK) {
                 /* Idle, nothing buffered: the state is all in c. */
                 codec_buf_free(&body.buf);
@@ -139,6 +142,7 @@ enum conn_result conn_serve(struct conn *c)
             if (!body.too_big && codec_buf_append(&body.buf, "", 1) == 0)
                 body.buf.len--;
             keep = request_run(c, ev.id, &body) == 0 && c->codec.keep_conn;
+            c->served++;
             codec_request_done(&c->codec);
             if (body.buf.cap > READ_BUF * 4)
                 codec_buf_free(&body.buf);

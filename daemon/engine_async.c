@@ -168,7 +168,7 @@ static ssize_t async_read(struct conn *c, void *buf, size_t len, int idle)
 {
     struct aconn *a = c->engine;
     for (;;) {
-        if (idle && a->L->stopping)
+        if (idle == CONN_IDLE_KEPT && a->L->stopping)
             return CONN_READ_STOP;
         ssize_t n = recv(c->fd, buf, len, MSG_DONTWAIT);
         if (n >= 0)
@@ -178,7 +178,7 @@ static ssize_t async_read(struct conn *c, void *buf, size_t len, int idle)
         if (errno != EAGAIN && errno != EINTR)
             return -1;
         a->want = EPOLLIN;
-        a->idle_wait = idle;
+        a->idle_wait = idle == CONN_IDLE_KEPT;
         yield(a);
         a->want = 0;
         a->idle_wait = 0;
@@ -383,8 +383,9 @@ static void accept_some(struct loop *L, size_t li)
         set_accepting(L, 0);
 }
 
-/* Stopping: no new connections; idle kept-alive ones are closed, busy
- * ones finish their request first. */
+/* Stopping: no new connections; idle kept-alive ones are closed; busy
+ * ones, and fresh ones still waiting for their first request, are served
+ * first (the supervisor's graceful_timeout bounds the wait). */
 static void begin_stop(struct loop *L)
 {
     L->stopping = 1;

@@ -33,8 +33,10 @@ static ssize_t blocking_read(struct conn *c, void *buf, size_t len, int idle)
         /* Between requests the thread does not wait on the connection:
          * it parks it and goes back to accepting, so idle kept-alive
          * connections never hold the pool. Inside a request it waits. */
+        if (idle == CONN_IDLE_KEPT && atomic_load(&c->w->stopping))
+            return CONN_READ_STOP;
         if (idle)
-            return atomic_load(&c->w->stopping) ? CONN_READ_STOP : CONN_READ_PARK;
+            return CONN_READ_PARK;
         struct pollfd p = {c->fd, POLLIN, 0};
         if (poll(&p, 1, -1) < 0 && errno != EINTR)
             return -1;
@@ -111,6 +113,7 @@ static const struct conn_io blocking_io = {
 int engine_sync_park_init(struct worker *w)
 {
     w->parked = NULL;
+    atomic_store(&w->draining, 0);
     pthread_mutex_init(&w->park_mu, NULL);
     w->park_ep = epoll_create1(EPOLL_CLOEXEC);
     if (w->park_ep < 0) {
@@ -206,19 +209,56 @@ static void accept_one(struct worker *w, int lfd, struct score_slot *slot)
     serve(w, c, slot);
 }
 
+/* The first thread to see the worker stopping takes the listen sockets
+ * and the stop eventfd out of the set (they would stay readable) and
+ * wakes every parked kept-alive connection with a read shutdown: each is
+ * taken by a thread, reads EOF and closes. Fresh connections, not yet
+ * asked anything, stay parked until their request arrives. */
+static void begin_drain(struct worker *w)
+{
+    if (atomic_exchange(&w->draining, 1))
+        return;
+    for (size_t i = 0; i < w->nlisten; i++)
+        epoll_ctl(w->park_ep, EPOLL_CTL_DEL, w->listen_fds[i], NULL);
+    epoll_ctl(w->park_ep, EPOLL_CTL_DEL, w->stop_fd, NULL);
+    pthread_mutex_lock(&w->park_mu);
+    for (struct conn *c = w->parked; c; c = c->park_next)
+        if (c->served)
+            shutdown(c->fd, SHUT_RD);
+    pthread_mutex_unlock(&w->park_mu);
+}
+
+static int parked_left(struct worker *w)
+{
+    pthread_mutex_lock(&w->park_mu);
+    int left = w->parked != NULL;
+    pthread_mutex_unlock(&w->park_mu);
+    return left;
+}
+
 void engine_sync_thread(struct worker *w, struct score_slot *slot)
 {
     worker_thread_init(slot);
-    while (!atomic_load(&w->stopping)) {
+    for (;;) {
+        int stopping = atomic_load(&w->stopping);
+        if (stopping) {
+            begin_drain(w);
+            if (!parked_left(w))
+                break;
+        }
         struct epoll_event ev;
-        int n = epoll_wait(w->park_ep, &ev, 1, -1);
+        /* Only one waiting thread wakes for the stop eventfd, and the
+         * drain takes it out of the set: the others look at `stopping`
+         * at least once a second (every 100 ms while draining, when
+         * another thread may take the last parked connection). */
+        int n = epoll_wait(w->park_ep, &ev, 1, stopping ? 100 : 1000);
         worker_poll_signals();
         if (n < 0 && errno != EINTR) {
             log_error("epoll_wait: %s", strerror(errno));
             worker_stop(w);
             break;
         }
-        if (n != 1 || atomic_load(&w->stopping))
+        if (n != 1)
             continue;
         if (ev.data.u64 >= MAX_TAG) {
             struct conn *c = ev.data.ptr;
@@ -227,7 +267,7 @@ void engine_sync_thread(struct worker *w, struct score_slot *slot)
             pthread_mutex_unlock(&w->park_mu);
             epoll_ctl(w->park_ep, EPOLL_CTL_DEL, c->fd, NULL);
             serve(w, c, slot);
-        } else if (ev.data.u64 < w->nlisten) {
+        } else if (ev.data.u64 < w->nlisten && !atomic_load(&w->stopping)) {
             accept_one(w, w->listen_fds[ev.data.u64], slot);
         }
     }

@@ -72,6 +72,7 @@ struct worker {
     int park_ep;
     pthread_mutex_t park_mu;
     struct conn *parked;
+    atomic_int draining; /* stopping: listen sockets out of park_ep */
 };
 
 /* A worker that could not start (module, init, privileges) exits so. */
@@ -97,11 +98,17 @@ void worker_count_request(struct worker *w);
 /* conn.c: one FastCGI connection, driven by the codec, with I/O through
  * the engine's functions (blocking, or yielding in async mode). */
 struct conn;
-#define CONN_READ_STOP (-2) /* idle, and the worker is stopping */
+#define CONN_READ_STOP (-2) /* idle kept-alive, and the worker is stopping */
 #define CONN_READ_PARK (-3) /* idle, no bytes yet: park the connection */
+/* What a read waits for: the rest of a request, or the next one. A
+ * stopping worker closes kept-alive connections between requests, but
+ * serves the first request of a connection it has accepted: nginx opened
+ * it to send one, and may already be sending. */
+enum conn_idle { CONN_BUSY = 0, CONN_IDLE_FRESH, CONN_IDLE_KEPT };
 struct conn_io {
-    /* Up to len bytes into buf: >0, 0 at EOF, -1 on error; with idle set
-     * (no request in progress) also CONN_READ_STOP or CONN_READ_PARK. */
+    /* Up to len bytes into buf: >0, 0 at EOF, -1 on error; when idle
+     * (enum conn_idle) also CONN_READ_PARK, and CONN_READ_STOP for
+     * CONN_IDLE_KEPT. */
     ssize_t (*read)(struct conn *c, void *buf, size_t len, int idle);
     /* All of buf, or -1 (peer gone). */
     int (*write)(struct conn *c, const void *buf, size_t len);
@@ -123,6 +130,7 @@ struct conn {
     char what[128];            /* "METHOD /path" of the last request started */
     uint64_t req_start_ms;     /* when the running request started */
     int cancelled;             /* async: over `timeout`; its waits fail */
+    unsigned long served;      /* requests answered on this connection */
     struct conn *park_prev, *park_next; /* blocking engines' parked list */
 };
 

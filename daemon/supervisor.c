@@ -67,7 +67,7 @@ static struct {
     uint64_t stop_deadline_ms;
     int killed_all;
     int exit_code;
-    uint64_t next_spawn_ms, backoff_ms;
+    uint64_t next_spawn_ms, backoff_ms, last_failure_ms;
     int boot_failures;
     unsigned next_gen;
     supervisor_reload_fn reload;
@@ -303,8 +303,15 @@ static void on_exit_proc(struct proc *p, int status, uint64_t now)
         else
             log_error("worker %zu (pid %d) %s; respawning", dead.index, (int)dead.pid, how);
     }
-    /* Respawn floor: a worker that dies young delays the next spawn,
-     * doubling up to 10 s, so a crash loop cannot become a fork storm. */
+    /* Respawn floor: a worker that fails young delays the next spawn,
+     * doubling up to 10 s, so a crash loop cannot become a fork storm. A
+     * clean exit (max_requests, TTOU) is no failure, and a quiet spell
+     * of 10 s forgets earlier ones. */
+    if (clean)
+        return;
+    if (now - S.last_failure_ms > 10000)
+        S.backoff_ms = 0;
+    S.last_failure_ms = now;
     if (now - dead.started_ms < 1000) {
         S.backoff_ms = S.backoff_ms ? S.backoff_ms * 2 : 100;
         if (S.backoff_ms > 10000)
@@ -341,8 +348,6 @@ static void check_ready(void)
             p->ready = 1;
             p->gen->ever_ready = 1;
             S.boot_failures = 0;
-            if (p->started_ms + 10000 < monotonic_ms())
-                S.backoff_ms = 0;
         }
     }
 }
