@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,12 +21,20 @@
 
 #define LINE_MAX_BYTES 4096
 
+/* The descriptors are swapped atomically on reopen, while other threads
+ * may be writing: the old descriptor is only closed at the reopen after,
+ * so a write never lands on a closed (or reused) descriptor number. */
+struct log_target {
+    _Atomic int fd;
+    int retired; /* the previous descriptor, closed at the next swap */
+};
+
 static struct {
     int level;
-    int error_fd, access_fd;
+    struct log_target error, access;
     char *error_path, *access_path;
     char role[32];
-} lg = {FCGATE_LOG_INFO, 2, -1, NULL, NULL, "main"};
+} lg = {FCGATE_LOG_INFO, {2, -1}, {-1, -1}, NULL, NULL, "main"};
 
 static const char *level_name(int level)
 {
@@ -56,11 +65,19 @@ int log_level_parse(const char *name)
     return -1;
 }
 
+static void swap_fd(struct log_target *t, int nfd)
+{
+    int old = atomic_exchange(&t->fd, nfd);
+    if (t->retired > 2)
+        close(t->retired);
+    t->retired = old;
+}
+
 /* "-" is the inherited stderr; anything else is opened for appending. */
-static int open_target(const char *path, int *fd)
+static int open_target(const char *path, struct log_target *t)
 {
     if (!path || strcmp(path, "-") == 0) {
-        *fd = 2;
+        swap_fd(t, 2);
         return 0;
     }
     int nfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
@@ -68,9 +85,7 @@ static int open_target(const char *path, int *fd)
         fprintf(stderr, "fcgate: cannot open log file %s: %s\n", path, strerror(errno));
         return -1;
     }
-    if (*fd > 2)
-        close(*fd);
-    *fd = nfd;
+    swap_fd(t, nfd);
     return 0;
 }
 
@@ -81,21 +96,19 @@ int log_open(int level, const char *error_path, const char *access_path)
     lg.error_path = error_path ? strdup(error_path) : NULL;
     lg.access_path = access_path ? strdup(access_path) : NULL;
     lg.level = level;
-    if (open_target(lg.error_path, &lg.error_fd) < 0)
+    if (open_target(lg.error_path, &lg.error) < 0)
         return -1;
     if (!lg.access_path) {
-        if (lg.access_fd > 2)
-            close(lg.access_fd);
-        lg.access_fd = -1;
+        swap_fd(&lg.access, -1);
         return 0;
     }
-    return open_target(lg.access_path, &lg.access_fd);
+    return open_target(lg.access_path, &lg.access);
 }
 
 int log_reopen(void)
 {
-    int rc = open_target(lg.error_path, &lg.error_fd);
-    if (lg.access_path && open_target(lg.access_path, &lg.access_fd) < 0)
+    int rc = open_target(lg.error_path, &lg.error);
+    if (lg.access_path && open_target(lg.access_path, &lg.access) < 0)
         rc = -1;
     if (rc < 0)
         log_error("reopening the log files failed; still writing to the old ones");
@@ -124,7 +137,7 @@ static void vlog(int level, const char *fmt, va_list ap)
         m = 0;
     n = n + (size_t)m >= sizeof(line) - 1 ? sizeof(line) - 2 : n + (size_t)m;
     line[n++] = '\n';
-    (void)!write(lg.error_fd, line, n);
+    (void)!write(atomic_load(&lg.error.fd), line, n);
     errno = saved;
 }
 
@@ -149,13 +162,14 @@ void log_fatal(const char *fmt, ...)
 
 int log_access_enabled(void)
 {
-    return lg.access_fd >= 0;
+    return atomic_load(&lg.access.fd) >= 0;
 }
 
 void log_access_line(const char *line, size_t len)
 {
-    if (lg.access_fd >= 0)
-        (void)!write(lg.access_fd, line, len);
+    int fd = atomic_load(&lg.access.fd);
+    if (fd >= 0)
+        (void)!write(fd, line, len);
 }
 
 /* ---- access-log formats ---- */
