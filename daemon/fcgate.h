@@ -20,7 +20,9 @@ struct codec_limits worker_codec_limits(const struct config *cfg);
 /* scoreboard.c: shared memory, written lock-free by workers, read by the
  * supervisor. One slot per serving thread (workers x threads). */
 struct score_slot {
-    _Atomic pid_t pid;
+    _Atomic pid_t pid;           /* set once the worker is ready */
+    _Atomic unsigned generation; /* the config generation it serves */
+    _Atomic unsigned active;     /* requests in progress (async: all its coroutines') */
     _Atomic uint64_t requests;   /* served by this slot's thread */
     _Atomic uint64_t start_ms;   /* CLOCK_MONOTONIC ms of the current request, 0: idle */
     _Atomic uint64_t heartbeat_ms;
@@ -66,6 +68,7 @@ struct worker {
     atomic_int stopping;
     atomic_long served;
     long max_requests; /* 0: unlimited; this worker's share with jitter */
+    unsigned generation;
     struct codec_limits limits;
     /* Blocking engines: idle kept-alive connections wait here, in an epoll
      * set of their own, instead of holding a serving thread. */

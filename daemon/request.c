@@ -487,8 +487,10 @@ int request_run(struct conn *c, uint16_t id, struct request_body *body)
     c->req_start_ms = monotonic_ms();
     c->cancelled = 0;
     snprintf(c->what, sizeof(c->what), "%s %s", r.method, r.path);
-    if (c->slot)
+    if (c->slot) {
         scoreboard_begin(c->slot, r.method, r.path);
+        atomic_fetch_add_explicit(&c->slot->active, 1, memory_order_relaxed);
+    }
 
     int rc = w->mod.app->handle(w->app_ctx, &r);
     if (c->cancelled) {
@@ -513,8 +515,10 @@ int request_run(struct conn *c, uint16_t id, struct request_body *body)
         flush(&r, 1);
     if (log_access_enabled())
         access_log(&r, t0_us);
-    if (c->slot)
+    if (c->slot) {
+        atomic_fetch_sub_explicit(&c->slot->active, 1, memory_order_relaxed);
         scoreboard_end(c->slot);
+    }
     codec_buf_free(&r.out);
     c->method = c->path = NULL;
     c->cancelled = 0;

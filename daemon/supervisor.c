@@ -176,6 +176,7 @@ static int spawn(struct generation *g, size_t index)
         atomic_store(&s->start_ms, 0);
         atomic_store(&s->crashed, 0);
         atomic_store(&s->heartbeat_ms, 0);
+        atomic_store(&s->active, 0);
     }
     pid_t pid = fork();
     if (pid < 0) {
@@ -190,6 +191,7 @@ static int spawn(struct generation *g, size_t index)
             .index = index,
             .sb = &g->sb,
             .max_requests = max,
+            .generation = g->id,
         };
         worker_main(&w);
     }
@@ -487,12 +489,17 @@ static void announce(uint64_t now)
         systemd_notify("READY=1");
     }
     if (now >= S.next_status_ms) {
-        unsigned long long served = 0;
-        for (size_t i = 0; i < (size_t)g->cfg.workers; i++)
-            for (size_t t = 0; t < g->sb.per_worker; t++)
-                served += atomic_load(&scoreboard_slot(&g->sb, i, t)->requests);
-        systemd_notify("STATUS=%zu of %d workers ready (%s mode), %llu requests served", ready,
-                       g->cfg.workers, config_mode_name(g->cfg.mode), served);
+        unsigned long long served = 0, active = 0;
+        for (size_t i = 0; i < (size_t)g->cfg.workers; i++) {
+            for (size_t t = 0; t < g->sb.per_worker; t++) {
+                const struct score_slot *s = scoreboard_slot(&g->sb, i, t);
+                served += atomic_load(&s->requests);
+                active += atomic_load(&s->active);
+            }
+        }
+        systemd_notify("STATUS=%zu of %d workers ready (%s mode), %llu requests in progress, "
+                       "%llu served",
+                       ready, g->cfg.workers, config_mode_name(g->cfg.mode), active, served);
         S.next_status_ms = now + 2000;
     }
     if (S.watchdog_ms && now >= S.next_watchdog_ms) {

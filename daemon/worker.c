@@ -226,8 +226,11 @@ void worker_main(struct worker *w)
         }
     }
     w->app_ctx = ctx;
-    for (size_t t = 0; t < w->sb->per_worker; t++)
-        atomic_store(&scoreboard_slot(w->sb, w->index, t)->pid, getpid());
+    for (size_t t = 0; t < w->sb->per_worker; t++) {
+        struct score_slot *s = scoreboard_slot(w->sb, w->index, t);
+        atomic_store(&s->generation, w->generation);
+        atomic_store(&s->pid, getpid()); /* last: "ready" */
+    }
     log_debug("serving (%s mode)", config_mode_name(w->cfg->mode));
 
     switch (w->cfg->mode) {
