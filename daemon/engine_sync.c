@@ -20,8 +20,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#define FRESH_WAIT_MS 5
+
 static ssize_t blocking_read(struct conn *c, void *buf, size_t len, int idle)
 {
+    int fresh_waited = 0;
     for (;;) {
         ssize_t n = recv(c->fd, buf, len, MSG_DONTWAIT);
         if (n >= 0)
@@ -35,6 +38,15 @@ static ssize_t blocking_read(struct conn *c, void *buf, size_t len, int idle)
          * connections never hold the pool. Inside a request it waits. */
         if (idle == CONN_IDLE_KEPT && atomic_load(&c->w->stopping))
             return CONN_READ_STOP;
+        /* A connection just accepted carries its request in microseconds
+         * (nginx writes right after connecting): waiting briefly is
+         * cheaper than parking it and taking it back. */
+        if (idle == CONN_IDLE_FRESH && !fresh_waited) {
+            struct pollfd p = {c->fd, POLLIN, 0};
+            fresh_waited = 1;
+            if (poll(&p, 1, FRESH_WAIT_MS) > 0)
+                continue;
+        }
         if (idle)
             return CONN_READ_PARK;
         struct pollfd p = {c->fd, POLLIN, 0};

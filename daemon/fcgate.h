@@ -44,6 +44,7 @@ void scoreboard_end(struct score_slot *s);
 /* Not running a request now (async: the loop left a coroutine). */
 void scoreboard_idle(struct score_slot *s);
 uint64_t monotonic_ms(void);
+uint64_t monotonic_us(void);
 
 /* db.c: one sqlite connection per thread, opened lazily after fork. */
 void db_configure(const char *path);

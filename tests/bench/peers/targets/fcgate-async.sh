@@ -4,4 +4,4 @@ TARGET_DESC="fcgate async mode, workers=2 worker_connections=1000 blocking_threa
 TARGET_KIND=fastcgi
 source "$PEERS_DIR/lib/fcgate.sh"
 
-target_start() { FCGATE_BLOCKING_THREADS=4 fcgate_start --mode async --workers 2 --worker-connections 1000; }
+target_start() { FCGATE_BLOCKING_THREADS=${FCGATE_BLOCKING_THREADS:-4} fcgate_start --mode async --workers 2 --worker-connections 1000; }
