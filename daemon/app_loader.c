@@ -34,8 +34,8 @@ int app_load(const char *path, struct app_module *m, char *err, size_t errlen)
         goto fail;
     }
     if (app->magic != FCGATE_APP_MAGIC) {
-        snprintf(err, errlen, "app module %s: bad magic 0x%08x, expected 0x%08x", path,
-                 app->magic, FCGATE_APP_MAGIC);
+        snprintf(err, errlen, "app module %s: bad magic 0x%08x, expected 0x%08x", path, app->magic,
+                 FCGATE_APP_MAGIC);
         goto fail;
     }
     if (app->abi_major != FCGATE_ABI_MAJOR || app->abi_minor > FCGATE_ABI_MINOR) {

@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 struct app_module {
-    void *handle;                /* dlopen handle */
+    void *handle;                 /* dlopen handle */
     const struct fcgate_app *app; /* the module's exported record */
 };
 

@@ -7,8 +7,8 @@
 #include <fcgate/app.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdint.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct pool_job {
     int (*fn)(sqlite3 *db, void *arg);
@@ -26,9 +26,9 @@ struct blocking_pool {
     struct pool_job *done;        /* finished, for the loop */
     int efd;                      /* readable when done is not empty */
     int stop;
-    int idle;           /* threads waiting on cv */
-    int waking;         /* a thread was signalled and has not taken a job yet */
-    atomic_int queued;  /* jobs waiting to run, readable without mu */
+    int idle;          /* threads waiting on cv */
+    int waking;        /* a thread was signalled and has not taken a job yet */
+    atomic_int queued; /* jobs waiting to run, readable without mu */
     pthread_t *threads;
     size_t n;
 };

@@ -720,15 +720,16 @@ static void check_include(struct loader *L, const char *file, unsigned line, con
         return;
     }
     if (stat(path, &st) < 0) {
-        L->n += config_error(L->errs, "%s:%u: cannot include '%s': %s", file, line, quote(&qb, path),
-                        strerror(errno));
+        L->n += config_error(L->errs, "%s:%u: cannot include '%s': %s", file, line,
+                             quote(&qb, path), strerror(errno));
     } else if (!S_ISREG(st.st_mode)) {
-        L->n += config_error(L->errs, "%s:%u: cannot include '%s': %s", file, line, quote(&qb, path),
-                        S_ISDIR(st.st_mode) ? strerror(EISDIR) : "not a regular file");
+        L->n +=
+            config_error(L->errs, "%s:%u: cannot include '%s': %s", file, line, quote(&qb, path),
+                         S_ISDIR(st.st_mode) ? strerror(EISDIR) : "not a regular file");
     } else if (depth < INCLUDE_DEPTH_MAX) {
         if (read_all(path, &text, &len) < 0) {
-            L->n += config_error(L->errs, "%s:%u: cannot include '%s': %s", file, line, quote(&qb, path),
-                            strerror(errno));
+            L->n += config_error(L->errs, "%s:%u: cannot include '%s': %s", file, line,
+                                 quote(&qb, path), strerror(errno));
         } else {
             prescan(L, text, len, path, depth + 1);
             free(text);
@@ -868,7 +869,8 @@ static int load_text(struct config *c, const char *text, const char *name, const
         char *f = ef ? include_path(include_dir, ef) : NULL;
         const char *file = f ? f : ef ? ef : name;
 
-        L.n += config_error(errs, "%s:%d: %s", file, config_error_line(&cfg), et ? et : "syntax error");
+        L.n += config_error(errs, "%s:%d: %s", file, config_error_line(&cfg),
+                            et ? et : "syntax error");
         free(f);
     }
     config_destroy(&cfg);
@@ -986,7 +988,7 @@ static int override_int(const char *key, const char *value, long min, long max, 
         return config_error(errs, "--%s: must be an integer, not '%s'", key, quote(&qb, value));
     if (errno == ERANGE || v < min || v > max)
         return config_error(errs, "--%s: must be between %ld and %ld, not %s", key, min, max,
-                       quote(&qb, value));
+                            quote(&qb, value));
     *out = (int)v;
     return 0;
 }
@@ -1045,8 +1047,9 @@ int config_override(struct config *c, const char *key, const char *value,
     }
     if (strcmp(key, "mode") == 0) {
         if (parse_worker_mode(value, &c->mode) < 0)
-            return config_error(errs, "--mode: must be \"sync\", \"threads\" or \"async\", not \"%s\"",
-                           quote(&qb, value));
+            return config_error(errs,
+                                "--mode: must be \"sync\", \"threads\" or \"async\", not \"%s\"",
+                                quote(&qb, value));
         return 0;
     }
     if (strcmp(key, "workers") == 0)
@@ -1105,17 +1108,20 @@ int config_check(const struct config *c, struct config_errors *errs)
     if (c->app_module == NULL || c->app_module[0] == '\0')
         n += config_error(errs, "%s: no app module configured", origin);
     else if ((problem = module_problem(c->app_module)) != NULL)
-        n += config_error(errs, "%s: app module '%s': %s", origin, quote(&qb, c->app_module), problem);
+        n += config_error(errs, "%s: app module '%s': %s", origin, quote(&qb, c->app_module),
+                          problem);
 
     if (c->nlisten == 0 || c->nlisten > CONFIG_MAX_LISTEN)
-        return n + config_error(errs, "(default): between 1 and %d listen addresses are needed, not %zu",
-                           CONFIG_MAX_LISTEN, c->nlisten);
+        return n + config_error(errs,
+                                "(default): between 1 and %d listen addresses are needed, not %zu",
+                                CONFIG_MAX_LISTEN, c->nlisten);
     for (i = 0; i < c->nlisten; i++) {
         const char *lo = c->listen_origin[i] ? c->listen_origin[i] : "(default)";
 
         if (c->listen[i] == NULL || listen_parse(c->listen[i], &a[i], why, sizeof(why)) < 0) {
             n += config_error(errs, "%s: bad listen address '%s': %s", lo,
-                         c->listen[i] ? quote(&qb, c->listen[i]) : "", c->listen[i] ? why : "none");
+                              c->listen[i] ? quote(&qb, c->listen[i]) : "",
+                              c->listen[i] ? why : "none");
             a[i].family = AF_UNSPEC;
             continue;
         }
@@ -1124,7 +1130,7 @@ int config_check(const struct config *c, struct config_errors *errs)
             if (a[j].family == a[i].family && a[j].sslen == a[i].sslen &&
                 memcmp(&a[j].ss, &a[i].ss, a[i].sslen) == 0) {
                 n += config_error(errs, "%s: listen address '%s' is listed twice", lo,
-                             quote(&qb, c->listen[i]));
+                                  quote(&qb, c->listen[i]));
                 break;
             }
         }

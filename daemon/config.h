@@ -48,9 +48,9 @@ struct config {
     struct config_setting *settings;
     size_t nsettings;
 
-    int log_level;    /* FCGATE_LOG_ERROR..FCGATE_LOG_DEBUG */
-    char *log_error;  /* "-": stderr, else a file path */
-    char *log_access; /* NULL: off ("off" in the file), "-": stderr, else a path */
+    int log_level;           /* FCGATE_LOG_ERROR..FCGATE_LOG_DEBUG */
+    char *log_error;         /* "-": stderr, else a file path */
+    char *log_access;        /* NULL: off ("off" in the file), "-": stderr, else a path */
     char *log_access_format; /* variables as in log.h; NULL: the default */
 
     size_t max_params_bytes; /* 1024..16 MiB */

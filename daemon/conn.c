@@ -102,8 +102,8 @@ enum conn_result conn_serve(struct conn *c)
     while (keep) {
         if (off == have) {
             int idle = c->codec.rq != RQ_IDLE ? CONN_BUSY
-                       : c->served      ? CONN_IDLE_KEPT
-                                        : CONN_IDLE_FRESH;
+                       : c->served            ? CONN_IDLE_KEPT
+                                              : CONN_IDLE_FRESH;
             ssize_t n = c->io->read(c, buf, sizeof(buf), idle);
             if (n == CONN_READ_PARK) {
                 /* Idle, nothing buffered: the state is all in c. */

@@ -178,8 +178,8 @@ int coro_create(struct coro *c, size_t stack_size, void (*fn)(void *), void *arg
     size_t len = (stack_size + page - 1) / page * page + page;
 
     memset(c, 0, sizeof(*c));
-    void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
-                     -1, 0);
+    void *map =
+        mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (map == MAP_FAILED)
         return -1;
     /* Stacks grow down: the guard page is the lowest one. */
@@ -231,7 +231,7 @@ void coro_reset(struct coro *c, void (*fn)(void *), void *arg)
     c->sp = sp;
 #elif defined(__aarch64__)
     uint64_t *sp = (uint64_t *)(top - 176);
-    memset(sp, 0, 176); /* FPCR 0: round to nearest, no traps */
+    memset(sp, 0, 176);            /* FPCR 0: round to nearest, no traps */
     sp[0] = (uint64_t)coro_start;  /* x19 */
     sp[1] = (uint64_t)c;           /* x20 */
     sp[11] = (uint64_t)coro_entry; /* x30: ret target */

@@ -73,8 +73,8 @@ static struct db_conn *conn_get(void)
     struct db_conn *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
-    int rc = sqlite3_open_v2(db_path, &c->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(
+        db_path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         log_error("cannot open database %s: %s", db_path,
                   c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
@@ -145,7 +145,8 @@ int db_run(int (*fn)(sqlite3 *db, void *arg), void *arg)
     int rc = FCGATE_EDB;
     for (int attempt = 0; attempt < SNAPSHOT_RETRIES; attempt++) {
         rc = fn(c->db, arg);
-        int busy_snapshot = rc != FCGATE_OK && sqlite3_extended_errcode(c->db) == SQLITE_BUSY_SNAPSHOT;
+        int busy_snapshot =
+            rc != FCGATE_OK && sqlite3_extended_errcode(c->db) == SQLITE_BUSY_SNAPSHOT;
         settle(c);
         if (!busy_snapshot)
             break;

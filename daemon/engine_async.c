@@ -53,7 +53,7 @@ struct aconn {
     uint64_t deadline; /* timer (monotonic us), when heap_idx is set */
     size_t heap_idx;   /* 1-based position in the timer heap, 0: none */
     int done;
-    int in_pool; /* waiting for a blocking-pool job */
+    int in_pool;               /* waiting for a blocking-pool job */
     struct aconn *prev, *next; /* all connections, or the free list */
 };
 
@@ -338,8 +338,7 @@ static struct aconn *conn_new(struct loop *L, int fd)
         if (!a)
             return NULL;
         if (coro_create(&a->co, L->stack_size, conn_main, a) < 0) {
-            log_error("cannot map a %zu-byte coroutine stack: %s", L->stack_size,
-                      strerror(errno));
+            log_error("cannot map a %zu-byte coroutine stack: %s", L->stack_size, strerror(errno));
             free(a);
             return NULL;
         }

@@ -26,8 +26,8 @@ struct score_slot {
     _Atomic uint64_t requests;   /* served by this slot's thread */
     _Atomic uint64_t start_ms;   /* CLOCK_MONOTONIC ms of the current request, 0: idle */
     _Atomic uint64_t heartbeat_ms;
-    _Atomic int crashed;         /* set by the fatal-signal handler of its thread */
-    char method[12];             /* of the current request; racy reads are tolerated */
+    _Atomic int crashed; /* set by the fatal-signal handler of its thread */
+    char method[12];     /* of the current request; racy reads are tolerated */
     char path[116];
 };
 
@@ -65,7 +65,7 @@ struct worker {
     size_t nlisten;
     size_t index; /* worker number, 0-based */
     struct scoreboard *sb;
-    int stop_fd;  /* eventfd, readable once the worker is stopping */
+    int stop_fd; /* eventfd, readable once the worker is stopping */
     atomic_int stopping;
     atomic_long served;
     long max_requests; /* 0: unlimited; this worker's share with jitter */
@@ -128,13 +128,13 @@ struct conn {
     const struct conn_io *io;
     void *engine; /* the engine's own per-connection state */
     struct codec codec;
-    struct codec_buf wire; /* records on their way out, reused */
-    struct codec_buf head; /* the response head being built, reused */
-    const char *method, *path; /* of the request running, for logs */
-    char what[128];            /* "METHOD /path" of the last request started */
-    uint64_t req_start_ms;     /* when the running request started */
-    int cancelled;             /* async: over `timeout`; its waits fail */
-    unsigned long served;      /* requests answered on this connection */
+    struct codec_buf wire;              /* records on their way out, reused */
+    struct codec_buf head;              /* the response head being built, reused */
+    const char *method, *path;          /* of the request running, for logs */
+    char what[128];                     /* "METHOD /path" of the last request started */
+    uint64_t req_start_ms;              /* when the running request started */
+    int cancelled;                      /* async: over `timeout`; its waits fail */
+    unsigned long served;               /* requests answered on this connection */
     struct conn *park_prev, *park_next; /* blocking engines' parked list */
 };
 

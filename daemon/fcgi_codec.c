@@ -127,8 +127,8 @@ int codec_put_record(struct codec_buf *b, uint8_t type, uint16_t id, const void 
 {
     static const uint8_t zeros[8];
     size_t pad = (8 - (n & 7)) & 7;
-    uint8_t h[FCGI_HEADER_LEN] = {FCGI_VERSION_1, type, (uint8_t)(id >> 8), (uint8_t)id,
-                                  (uint8_t)(n >> 8), (uint8_t)n, (uint8_t)pad, 0};
+    uint8_t h[FCGI_HEADER_LEN] = {FCGI_VERSION_1,    type,       (uint8_t)(id >> 8), (uint8_t)id,
+                                  (uint8_t)(n >> 8), (uint8_t)n, (uint8_t)pad,       0};
 
     if (n > FCGI_MAX_LENGTH)
         return -1;
@@ -172,8 +172,14 @@ int codec_put_stderr(struct codec_buf *b, uint16_t id, const void *p, size_t n)
 
 int codec_put_end(struct codec_buf *b, uint16_t id, uint32_t app_status, uint8_t proto_status)
 {
-    uint8_t body[8] = {(uint8_t)(app_status >> 24), (uint8_t)(app_status >> 16),
-                       (uint8_t)(app_status >> 8), (uint8_t)app_status, proto_status, 0, 0, 0};
+    uint8_t body[8] = {(uint8_t)(app_status >> 24),
+                       (uint8_t)(app_status >> 16),
+                       (uint8_t)(app_status >> 8),
+                       (uint8_t)app_status,
+                       proto_status,
+                       0,
+                       0,
+                       0};
     size_t old = b->len;
 
     if (codec_put_record(b, FCGI_STDOUT, id, NULL, 0) < 0 ||
@@ -190,13 +196,11 @@ static int put_len(struct codec_buf *b, size_t n)
         uint8_t l = (uint8_t)n;
         return codec_buf_append(b, &l, 1);
     }
-    uint8_t l[4] = {(uint8_t)((n >> 24) | 0x80), (uint8_t)(n >> 16), (uint8_t)(n >> 8),
-                    (uint8_t)n};
+    uint8_t l[4] = {(uint8_t)((n >> 24) | 0x80), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
     return codec_buf_append(b, l, 4);
 }
 
-int codec_put_nv(struct codec_buf *b, const char *name, size_t nlen, const char *value,
-                 size_t vlen)
+int codec_put_nv(struct codec_buf *b, const char *name, size_t nlen, const char *value, size_t vlen)
 {
     size_t old = b->len;
 
@@ -377,8 +381,7 @@ static const char *header_check(struct codec *c)
         if (c->rq == RQ_IDLE || c->rid != c->id)
             return fail(c, "PARAMS for unknown request id %u", c->rid, 0);
         if (c->rq != RQ_PARAMS)
-            return fail(c, "PARAMS after the end of the params stream (request id %u)", c->rid,
-                        0);
+            return fail(c, "PARAMS after the end of the params stream (request id %u)", c->rid, 0);
         if (c->clen > c->lim.max_params_bytes - c->params_raw.len)
             return fail(c, "PARAMS over the limit of %u bytes (limits.max_params_bytes)",
                         (unsigned)c->lim.max_params_bytes, 0);

@@ -77,8 +77,8 @@ struct codec {
     struct codec_buf rec; /* content of a management or BEGIN/ABORT record */
     /* request layer */
     enum codec_request_state rq;
-    uint16_t id, last_id;   /* current request; the one answered last */
-    uint16_t refused[4];    /* ids answered CANT_MPX_CONN / UNKNOWN_ROLE */
+    uint16_t id, last_id; /* current request; the one answered last */
+    uint16_t refused[4];  /* ids answered CANT_MPX_CONN / UNKNOWN_ROLE */
     unsigned nrefused;
     int keep_conn;
     struct codec_buf params_raw;

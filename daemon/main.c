@@ -67,8 +67,9 @@ static int build_config(struct config *c, struct config_errors *errs)
     n += config_check(c, errs);
     /* The workers would refuse: say so now, and in -t. */
     if (geteuid() == 0 && !c->user)
-        n += config_error(errs, "%s: workers would run as root: set user (e.g. user = "
-                                "\"www-data\"), or user = \"root\" to allow it",
+        n += config_error(errs,
+                          "%s: workers would run as root: set user (e.g. user = "
+                          "\"www-data\"), or user = \"root\" to allow it",
                           config_file ? config_file : "(defaults)");
 out:
     if (n)
@@ -78,8 +79,18 @@ out:
 
 int main(int argc, char **argv)
 {
-    enum { OPT_LISTEN = 256, OPT_APP, OPT_MODE, OPT_WORKERS, OPT_THREADS, OPT_CONNS, OPT_DB,
-           OPT_PIDFILE, OPT_USER, OPT_GROUP };
+    enum {
+        OPT_LISTEN = 256,
+        OPT_APP,
+        OPT_MODE,
+        OPT_WORKERS,
+        OPT_THREADS,
+        OPT_CONNS,
+        OPT_DB,
+        OPT_PIDFILE,
+        OPT_USER,
+        OPT_GROUP
+    };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"test", no_argument, NULL, 't'},

@@ -314,8 +314,8 @@ static int flush(struct fcgate_req *r, int final)
     w->len = 0;
     if (!r->headers_sent) {
         char line[96];
-        int n = snprintf(line, sizeof(line), "Status: %d %s\r\n", r->status,
-                         reason_phrase(r->status));
+        int n =
+            snprintf(line, sizeof(line), "Status: %d %s\r\n", r->status, reason_phrase(r->status));
         struct codec_buf blk = {0};
         rc |= codec_buf_append(&blk, line, (size_t)n);
         if (!r->has_ctype && r->status != 204 && r->status != 304)

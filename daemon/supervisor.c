@@ -21,11 +21,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -74,9 +74,9 @@ static struct {
     char *pidfile;
     int owns_sockets[CONFIG_MAX_LISTEN]; /* unlink on exit (not systemd's, not handed on) */
     char **argv;
-    char exe[4096];      /* the binary's path, read at start: USR2 runs what is there now */
-    pid_t upgrade_pid;   /* the new master started by USR2 */
-    pid_t old_master;    /* after an upgrade: the master to retire once ready */
+    char exe[4096];    /* the binary's path, read at start: USR2 runs what is there now */
+    pid_t upgrade_pid; /* the new master started by USR2 */
+    pid_t old_master;  /* after an upgrade: the master to retire once ready */
     int notified_ready;
     uint64_t next_status_ms, watchdog_ms, next_watchdog_ms;
 } S;
@@ -416,8 +416,8 @@ static void reload(uint64_t now)
     }
     S.cur = g;
     S.next_spawn_ms = 0;
-    log_info("generation %u starting %d workers; generation %u serves until they are ready",
-             g->id, g->cfg.workers, old->id);
+    log_info("generation %u starting %d workers; generation %u serves until they are ready", g->id,
+             g->cfg.workers, old->id);
     spawn_missing(now);
 }
 
@@ -480,8 +480,8 @@ static void announce(uint64_t now)
     if (!S.notified_ready && ready >= (size_t)g->cfg.workers) {
         S.notified_ready = 1;
         if (S.old_master > 0) {
-            log_info("upgrade: %zu workers ready; asking the old master (pid %d) to stop",
-                     ready, (int)S.old_master);
+            log_info("upgrade: %zu workers ready; asking the old master (pid %d) to stop", ready,
+                     (int)S.old_master);
             kill(S.old_master, SIGTERM);
             S.old_master = 0;
             systemd_notify("MAINPID=%d", (int)getpid());
@@ -852,10 +852,10 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
     }
     log_info("fcgate %s: %s mode, %d workers x %d %s, listening on %zu socket%s", FCGATE_VERSION,
              config_mode_name(S.cur->cfg.mode), S.cur->cfg.workers,
-             S.cur->cfg.mode == MODE_THREADS  ? S.cur->cfg.threads
+             S.cur->cfg.mode == MODE_THREADS ? S.cur->cfg.threads
              : S.cur->cfg.mode == MODE_ASYNC ? S.cur->cfg.worker_connections
                                              : 1,
-             S.cur->cfg.mode == MODE_THREADS  ? "threads"
+             S.cur->cfg.mode == MODE_THREADS ? "threads"
              : S.cur->cfg.mode == MODE_ASYNC ? "connections"
                                              : "request at a time",
              S.nlisten, S.nlisten == 1 ? "" : "s");
@@ -877,8 +877,7 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
             if (S.nprocs == 0)
                 break;
             if (now > S.stop_deadline_ms && !S.killed_all) {
-                log_warn("%zu workers still running at the stop deadline; killing them",
-                         S.nprocs);
+                log_warn("%zu workers still running at the stop deadline; killing them", S.nprocs);
                 signal_gen(NULL, SIGKILL, now);
                 S.killed_all = 1;
             }

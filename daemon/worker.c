@@ -212,8 +212,8 @@ void worker_main(struct worker *w)
     w->limits = worker_codec_limits(w->cfg);
     db_configure(w->cfg->app_database);
     if (app_load(w->cfg->app_module, &w->mod, err, sizeof(err)) < 0 ||
-        (w->cfg->mode == MODE_THREADS && app_check_threads(&w->mod, w->cfg->app_module, err,
-                                                           sizeof(err)) < 0)) {
+        (w->cfg->mode == MODE_THREADS &&
+         app_check_threads(&w->mod, w->cfg->app_module, err, sizeof(err)) < 0)) {
         log_error("%s", err);
         boot_failed();
     }

@@ -995,7 +995,8 @@ static int notes_schema(sqlite3 *db, void *arg)
 
     (void)arg;
     if (sqlite3_exec(db,
-                     "CREATE TABLE IF NOT EXISTS notes(id INTEGER PRIMARY KEY AUTOINCREMENT, text TEXT NOT NULL)",
+                     "CREATE TABLE IF NOT EXISTS notes(id INTEGER PRIMARY KEY AUTOINCREMENT, text "
+                     "TEXT NOT NULL)",
                      NULL, NULL, &msg) == SQLITE_OK)
         return FCGATE_OK;
     fcgate_log(NULL, FCGATE_LOG_ERROR, "creating the notes table: %s", msg ? msg : "?");

@@ -172,12 +172,12 @@ int fcgate_host_db(const fcgate_host *h, int (*fn)(sqlite3 *db, void *arg), void
 
 #define FCGATE_APP_THREADSAFE 1u /* handle() may run on several threads at once */
 
-struct fcgate_app {                 /* exported as `fcgate_app_module` */
-    uint32_t magic;                 /* FCGATE_APP_MAGIC */
-    uint16_t abi_major, abi_minor;  /* FCGATE_ABI_MAJOR / MINOR it was built with */
-    uint32_t size;                  /* sizeof(struct fcgate_app), for growth */
-    const char *name;               /* short name for logs */
-    unsigned flags;                 /* FCGATE_APP_THREADSAFE */
+struct fcgate_app {                /* exported as `fcgate_app_module` */
+    uint32_t magic;                /* FCGATE_APP_MAGIC */
+    uint16_t abi_major, abi_minor; /* FCGATE_ABI_MAJOR / MINOR it was built with */
+    uint32_t size;                 /* sizeof(struct fcgate_app), for growth */
+    const char *name;              /* short name for logs */
+    unsigned flags;                /* FCGATE_APP_THREADSAFE */
     /* Per worker, after fork, before any request. Non-zero fails the
      * worker; fcgate then exits with the logged message rather than
      * respawning forever. *ctx is handed to handle and fini. */
@@ -200,12 +200,11 @@ struct fcgate_app {                 /* exported as `fcgate_app_module` */
  * defines the exported module record; fills magic, ABI and size. */
 #define FCGATE_APP(...)                                                                            \
     extern FCGATE_EXPORT const struct fcgate_app fcgate_app_module;                                \
-    FCGATE_EXPORT const struct fcgate_app fcgate_app_module = {                                    \
-        .magic = FCGATE_APP_MAGIC,                                                                 \
-        .abi_major = FCGATE_ABI_MAJOR,                                                             \
-        .abi_minor = FCGATE_ABI_MINOR,                                                             \
-        .size = sizeof(struct fcgate_app),                                                         \
-        __VA_ARGS__}
+    FCGATE_EXPORT const struct fcgate_app fcgate_app_module = {.magic = FCGATE_APP_MAGIC,          \
+                                                               .abi_major = FCGATE_ABI_MAJOR,      \
+                                                               .abi_minor = FCGATE_ABI_MINOR,      \
+                                                               .size = sizeof(struct fcgate_app),  \
+                                                               __VA_ARGS__}
 
 #ifdef __cplusplus
 }
