@@ -73,6 +73,7 @@ static struct {
     supervisor_reload_fn reload;
     char *pidfile;
     int owns_sockets[CONFIG_MAX_LISTEN]; /* unlink on exit (not systemd's, not handed on) */
+    char specs[CONFIG_MAX_LISTEN][128];  /* how each socket is named on a hand-over */
     char **argv;
     char exe[4096];    /* the binary's path, read at start: USR2 runs what is there now */
     pid_t upgrade_pid; /* the new master started by USR2 */
@@ -598,48 +599,69 @@ static void chown_logs(const struct config *cfg)
 
 /* ---- set-up ---- */
 
-/* A socket handed over by the master we replace (USR2): UPGRADE_ENV is
- * "FD=ADDRESS;FD=ADDRESS;..." with the addresses as that master's config
- * spelled them. Returns the fd for spec, or -1. */
+/* Sockets handed over by the master we replace (USR2): UPGRADE_ENV is
+ * "FD=SPEC;FD=SPEC;..." where SPEC is the listen address as that master
+ * spelled it, or "systemd:N" for a socket systemd had passed it. */
 #define UPGRADE_ENV "FCGATE_UPGRADE_FDS"
 #define UPGRADE_PARENT_ENV "FCGATE_UPGRADE_PARENT"
+#define SPEC_MAX 128
 
-static int inherited_fd(const char *spec)
+static struct {
+    int fd;
+    char spec[SPEC_MAX];
+} handed[CONFIG_MAX_LISTEN];
+static size_t nhanded;
+
+/* Reads UPGRADE_ENV once, into handed[]. */
+static void read_handed(void)
 {
     const char *env = getenv(UPGRADE_ENV);
-    size_t n = strlen(spec);
-    for (const char *p = env; p && *p;) {
+    for (const char *p = env; p && *p && nhanded < CONFIG_MAX_LISTEN;) {
         char *eq;
         long fd = strtol(p, &eq, 10);
         if (*eq != '=')
             break;
         const char *addr = eq + 1, *end = strchr(addr, ';');
         size_t len = end ? (size_t)(end - addr) : strlen(addr);
-        if (len == n && memcmp(addr, spec, n) == 0)
-            return (int)fd;
+        if (len < SPEC_MAX) {
+            handed[nhanded].fd = (int)fd;
+            memcpy(handed[nhanded].spec, addr, len);
+            handed[nhanded++].spec[len] = '\0';
+        }
         p = end ? end + 1 : addr + len;
     }
+    unsetenv(UPGRADE_ENV);
+}
+
+/* The handed-over fd for spec, or -1. */
+static int inherited_fd(const char *spec)
+{
+    for (size_t i = 0; i < nhanded; i++)
+        if (strcmp(handed[i].spec, spec) == 0)
+            return handed[i].fd;
     return -1;
 }
 
-/* Closes inherited sockets the new config no longer lists. */
+/* Closes handed-over sockets the new config no longer lists. */
 static void close_unused_inherited(void)
 {
-    const char *env = getenv(UPGRADE_ENV);
-    for (const char *p = env; p && *p;) {
-        char *eq;
-        long fd = strtol(p, &eq, 10);
-        if (*eq != '=')
-            break;
+    for (size_t i = 0; i < nhanded; i++) {
         int used = 0;
-        for (size_t i = 0; i < S.nlisten; i++)
-            used |= S.listen_fds[i] == fd;
+        for (size_t j = 0; j < S.nlisten; j++)
+            used |= S.listen_fds[j] == handed[i].fd;
         if (!used)
-            close((int)fd);
-        const char *end = strchr(eq, ';');
-        p = end ? end + 1 : eq + strlen(eq);
+            close(handed[i].fd);
     }
-    unsetenv(UPGRADE_ENV);
+    nhanded = 0;
+}
+
+/* Takes fd as a listener, remembering how to name it on a hand-over. */
+static void adopt(int fd, const char *spec, int owned)
+{
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    snprintf(S.specs[S.nlisten], SPEC_MAX, "%s", spec);
+    S.owns_sockets[S.nlisten] = owned;
+    S.listen_fds[S.nlisten++] = fd;
 }
 
 /* A unix socket belongs to the workers' user and group (nginx reaches it
@@ -661,18 +683,28 @@ static int socket_owner(const struct config *cfg, const struct listen_addr *a)
 
 static int open_listeners(const struct config *cfg)
 {
-    char err[256];
-    int n = systemd_listen_fds(S.listen_fds, CONFIG_MAX_LISTEN);
+    char err[256], spec[32];
+    int fds[CONFIG_MAX_LISTEN];
+    int n = systemd_listen_fds(fds, CONFIG_MAX_LISTEN);
 
+    read_handed();
     if (n < 0) {
         log_error("systemd passed more than %d sockets", CONFIG_MAX_LISTEN);
         return -1;
     }
-    if (n > 0) {
-        /* Socket activation: systemd owns the sockets and their paths. */
-        S.nlisten = (size_t)n;
-        log_info("using %d socket%s from systemd; the listen setting is not used", n,
-                 n == 1 ? "" : "s");
+    /* systemd's sockets, from systemd itself or through the master we
+     * replace: systemd owns them and their paths; listen is not used. */
+    for (int i = 0; i < n; i++) {
+        snprintf(spec, sizeof(spec), "systemd:%d", i);
+        adopt(fds[i], spec, 0);
+    }
+    for (size_t i = 0; i < nhanded; i++)
+        if (strncmp(handed[i].spec, "systemd:", 8) == 0)
+            adopt(handed[i].fd, handed[i].spec, 0);
+    if (S.nlisten > 0) {
+        log_info("using %zu socket%s from systemd; the listen setting is not used", S.nlisten,
+                 S.nlisten == 1 ? "" : "s");
+        close_unused_inherited();
         return 0;
     }
     for (size_t i = 0; i < cfg->nlisten; i++) {
@@ -681,21 +713,18 @@ static int open_listeners(const struct config *cfg)
             return -1;
         }
         int fd = inherited_fd(cfg->listen[i]);
-        if (fd >= 0) {
-            fcntl(fd, F_SETFD, FD_CLOEXEC);
-        } else {
+        if (fd < 0) {
             fd = listen_open(&S.addrs[i], cfg->listen_backlog, cfg->listen_mode, err, sizeof(err));
             if (fd < 0) {
                 log_error("listen %s: %s", cfg->listen[i], err);
                 return -1;
             }
+            if (socket_owner(cfg, &S.addrs[i]) < 0) {
+                close(fd);
+                return -1;
+            }
         }
-        if (fd != inherited_fd(cfg->listen[i]) && socket_owner(cfg, &S.addrs[i]) < 0) {
-            close(fd);
-            return -1;
-        }
-        S.owns_sockets[S.nlisten] = 1;
-        S.listen_fds[S.nlisten++] = fd;
+        adopt(fd, cfg->listen[i], 1);
     }
     close_unused_inherited();
     return 0;
@@ -730,7 +759,7 @@ static void upgrade(void)
         return;
     }
     for (size_t i = 0; i < S.nlisten; i++) {
-        const char *spec = S.cur->cfg.listen[i];
+        const char *spec = S.specs[i]; /* as opened, whatever a reload said since */
         int n = snprintf(p, sizeof(env) - (size_t)(p - env), "%s%d=%s", i ? ";" : "",
                          S.listen_fds[i], spec);
         if (n < 0 || (size_t)n >= sizeof(env) - (size_t)(p - env)) {
