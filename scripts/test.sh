@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # scripts/test.sh - install what is missing, build, and run every test:
-#   build/       unit + integration tests (sync and threads modes)
+#   build/       unit + integration tests (sync, threads and async modes)
 #   build-asan/  the same under AddressSanitizer + UndefinedBehaviorSanitizer
-#   build-tsan/  unit + threads-mode integration tests under ThreadSanitizer
+#   build-tsan/  unit + threads- and async-mode integration tests under ThreadSanitizer
 #   build-fuzz/  the codec and config fuzzers, FUZZ_SECONDS each
 # Ends with one summary line over all of them.
 set -uo pipefail

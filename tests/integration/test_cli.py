@@ -133,10 +133,17 @@ class CliTest(harness.TestCase):
         st = os.stat(f.sock_path)
         self.assertEqual((st.st_uid, st.st_gid), (nobody.pw_uid, nobody.pw_gid))
         self.assertEqual(os.stat(os.path.join(self.tmp, "f.pid")).st_mode & 0o777, 0o640)
-        for pid in f.worker_pids():
+        # A worker is forked as root and drops before it loads the app, so
+        # one forked a moment ago may not have dropped yet: wait for that,
+        # bounded, and require every id (real, effective, saved, fs) to move.
+        def uids(pid):
             with open("/proc/%d/status" % pid) as fh:
-                uid_line = [ln for ln in fh if ln.startswith("Uid:")][0]
-            self.assertEqual(int(uid_line.split()[1]), nobody.pw_uid, uid_line)
+                return [ln for ln in fh if ln.startswith("Uid:")][0]
+        for pid in f.worker_pids():
+            want = [nobody.pw_uid] * 4
+            dropped = harness.wait_until(
+                lambda: [int(x) for x in uids(pid).split()[1:]] == want, 5.0)
+            self.assertTrue(dropped, uids(pid))
         r = harness.fcgi_request(f.listen, "GET", "/hello")
         self.assertEqual(r.http()[2], b"hello\n")
 
