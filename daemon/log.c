@@ -21,9 +21,12 @@
 
 #define LINE_MAX_BYTES 4096
 
-/* The descriptors are swapped atomically on reopen, while other threads
- * may be writing: the old descriptor is only closed at the reopen after,
- * so a write never lands on a closed (or reused) descriptor number. */
+/* Other threads may be writing while the files are reopened. A file
+ * replaces a file in place (dup3 onto the same descriptor number, which
+ * the kernel does atomically), so nothing keeps the rotated file open.
+ * Switching between stderr and a file swaps the number instead, and the
+ * old descriptor is only closed at the swap after, so a write never lands
+ * on a closed (or reused) descriptor number. */
 struct log_target {
     _Atomic int fd;
     int retired; /* the previous descriptor, closed at the next swap */
@@ -67,6 +70,11 @@ int log_level_parse(const char *name)
 
 static void swap_fd(struct log_target *t, int nfd)
 {
+    int cur = atomic_load(&t->fd);
+    if (cur > 2 && nfd > 2 && dup3(nfd, cur, O_CLOEXEC) == cur) {
+        close(nfd);
+        return;
+    }
     int old = atomic_exchange(&t->fd, nfd);
     if (t->retired > 2)
         close(t->retired);
