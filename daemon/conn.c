@@ -105,10 +105,10 @@ enum conn_result conn_serve(struct conn *c)
                        : c->served            ? CONN_IDLE_KEPT
                                               : CONN_IDLE_FRESH;
             ssize_t n = c->io->read(c, buf, sizeof(buf), idle);
-            if (n == CONN_READ_PARK) {
+            if (n == CONN_READ_PARK || n == CONN_READ_STOP) {
                 /* Idle, nothing buffered: the state is all in c. */
                 codec_buf_free(&body.buf);
-                return CONN_PARKED;
+                return n == CONN_READ_PARK ? CONN_PARKED : conn_leave(c);
             }
             if (n == 0) {
                 const char *why = codec_eof(&c->codec);
@@ -159,10 +159,44 @@ enum conn_result conn_serve(struct conn *c)
             keep = 0;
             break;
         }
-        if (keep && atomic_load(&c->w->stopping) && c->codec.rq == RQ_IDLE && off == have)
+        /* Stopping with nobody to hand over to: close between requests
+         * (with a hand-over, the next read says CONN_READ_STOP). */
+        if (keep && atomic_load(&c->w->stopping) && c->codec.rq == RQ_IDLE && off == have &&
+            !handoff_is_open(c->w->handoff))
             keep = 0;
     }
     codec_buf_free(&body.buf);
+    conn_discard(c);
+    return CONN_CLOSED;
+}
+
+int conn_stop_idle(const struct conn *c, int idle)
+{
+    if (idle == CONN_BUSY || !atomic_load(&c->w->stopping))
+        return 0;
+    return idle == CONN_IDLE_KEPT || handoff_is_open(c->w->handoff);
+}
+
+/* Between records, nothing of the next one read: the connection can move. */
+static int at_boundary(const struct codec *k)
+{
+    return k->rq == RQ_IDLE && k->rs == REC_HEADER && k->hdr_have == 0 && !k->failed;
+}
+
+enum conn_result conn_leave(struct conn *c)
+{
+    if (at_boundary(&c->codec) && handoff_send(c->w->handoff, c->fd, c->served > 0) == 0) {
+        /* Closing our copy leaves the socket open: it is in flight to,
+         * or already with, another worker. No shutdown, which would act
+         * on the shared socket. */
+        close(c->fd);
+        c->fd = -1;
+        atomic_fetch_add(&c->w->handed_over, 1);
+        codec_free(&c->codec);
+        codec_buf_free(&c->wire);
+        codec_buf_free(&c->head);
+        return CONN_HANDED_OFF;
+    }
     conn_discard(c);
     return CONN_CLOSED;
 }

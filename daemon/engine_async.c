@@ -33,7 +33,7 @@
 #define STACK_CACHE 256
 #define ACCEPT_BURST 64
 
-enum src_kind { SRC_LISTEN, SRC_STOP, SRC_POOL, SRC_CONN, SRC_WAITFD };
+enum src_kind { SRC_LISTEN, SRC_HANDOFF, SRC_STOP, SRC_POOL, SRC_CONN, SRC_WAITFD };
 
 struct src {
     enum src_kind kind;
@@ -47,7 +47,7 @@ struct aconn {
     struct coro co;
     struct loop *L;
     uint32_t want;  /* EPOLLIN / EPOLLOUT the coroutine waits for, 0: none */
-    int idle_wait;  /* waiting for the next request: may be told to stop */
+    int idle_wait;  /* waiting for a request (enum conn_idle): may be told to stop */
     int waiting_fd; /* parked in fcgate_wait_fd */
     int fd_ready;
     uint64_t deadline; /* timer (monotonic us), when heap_idx is set */
@@ -62,7 +62,7 @@ struct loop {
     struct score_slot *slot;
     int ep;
     struct coro main;
-    struct src listen_src[CONFIG_MAX_LISTEN], stop_src, pool_src;
+    struct src listen_src[CONFIG_MAX_LISTEN], handoff_src, stop_src, pool_src;
     struct blocking_pool pool;
     struct aconn *conns, *free_list;
     size_t nconns, nfree, max_conns;
@@ -171,7 +171,7 @@ static ssize_t async_read(struct conn *c, void *buf, size_t len, int idle)
 {
     struct aconn *a = c->engine;
     for (;;) {
-        if (idle == CONN_IDLE_KEPT && a->L->stopping)
+        if (a->L->stopping && conn_stop_idle(c, idle))
             return CONN_READ_STOP;
         ssize_t n = recv(c->fd, buf, len, MSG_DONTWAIT);
         if (n >= 0)
@@ -181,7 +181,7 @@ static ssize_t async_read(struct conn *c, void *buf, size_t len, int idle)
         if (errno != EAGAIN && errno != EINTR)
             return -1;
         a->want = EPOLLIN;
-        a->idle_wait = idle == CONN_IDLE_KEPT;
+        a->idle_wait = idle;
         yield(a);
         a->want = 0;
         a->idle_wait = 0;
@@ -287,16 +287,23 @@ static void conn_main(void *p)
     yield(a); /* for good: resume() sees done and recycles the stack */
 }
 
+/* The listen sockets and the hand-over pair (connections that retiring
+ * workers pass on) are in the set while there is room for connections. */
 static void set_accepting(struct loop *L, int on)
 {
     if (L->accepting == on)
         return;
-    for (size_t i = 0; i < L->w->nlisten; i++) {
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &L->listen_src[i]};
+    for (size_t i = 0; i <= L->w->nlisten; i++) {
+        int fd = i < L->w->nlisten ? L->w->listen_fds[i] : L->w->handoff ? L->w->handoff->rx : -1;
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
+                                 .data.ptr =
+                                     i < L->w->nlisten ? &L->listen_src[i] : &L->handoff_src};
+        if (fd < 0)
+            continue;
         if (on)
-            epoll_ctl(L->ep, EPOLL_CTL_ADD, L->w->listen_fds[i], &ev);
+            epoll_ctl(L->ep, EPOLL_CTL_ADD, fd, &ev);
         else
-            epoll_ctl(L->ep, EPOLL_CTL_DEL, L->w->listen_fds[i], NULL);
+            epoll_ctl(L->ep, EPOLL_CTL_DEL, fd, NULL);
     }
     L->accepting = on;
 }
@@ -360,15 +367,21 @@ static struct aconn *conn_new(struct loop *L, int fd)
     return a;
 }
 
-static void accept_some(struct loop *L, size_t li)
+/* New connections from the listen socket of src, or handed-over ones. */
+static void accept_some(struct loop *L, const struct src *src)
 {
     for (int i = 0; i < ACCEPT_BURST && L->nconns < L->max_conns; i++) {
-        int fd = conn_accept(L->w->listen_fds[li], SOCK_NONBLOCK);
+        int kept = 0;
+        int fd = src->kind == SRC_HANDOFF
+                     ? handoff_recv(L->w->handoff, &kept, 1)
+                     : conn_accept(L->w->listen_fds[src->index], SOCK_NONBLOCK);
         if (fd == CONN_ACCEPT_NOFD)
             set_accepting(L, 0); /* until a connection closes */
         if (fd < 0)
             return;
         struct aconn *a = conn_new(L, fd);
+        if (a)
+            a->c.served = (unsigned long)kept; /* kept: between requests, not fresh */
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                                  .data.ptr = &a->src};
         if (!a || epoll_ctl(L->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
@@ -385,9 +398,10 @@ static void accept_some(struct loop *L, size_t li)
         set_accepting(L, 0);
 }
 
-/* Stopping: no new connections; idle kept-alive ones are closed; busy
- * ones, and fresh ones still waiting for their first request, are served
- * first (the supervisor's graceful_timeout bounds the wait). */
+/* Stopping: no new connections; idle ones are handed over to a worker
+ * that stays (handoff.h), or without one, kept-alive ones are closed and
+ * fresh ones still waiting for their first request are served first.
+ * Busy ones finish their request (graceful_timeout bounds the wait). */
 static void begin_stop(struct loop *L)
 {
     L->stopping = 1;
@@ -404,8 +418,9 @@ static void on_event(struct loop *L, struct epoll_event *ev)
     struct src *s = ev->data.ptr;
     switch (s->kind) {
     case SRC_LISTEN:
+    case SRC_HANDOFF:
         if (!L->stopping)
-            accept_some(L, s->index);
+            accept_some(L, s);
         break;
     case SRC_STOP:
         if (!L->stopping)
@@ -519,6 +534,7 @@ static int loop_init(struct loop *L, struct worker *w)
         return -1;
     for (size_t i = 0; i < w->nlisten; i++)
         L->listen_src[i] = (struct src){SRC_LISTEN, i};
+    L->handoff_src.kind = SRC_HANDOFF;
     L->stop_src.kind = SRC_STOP;
     L->pool_src.kind = SRC_POOL;
     struct epoll_event stop = {.events = EPOLLIN, .data.ptr = &L->stop_src};

@@ -7,6 +7,10 @@
  * the whole pool, plus the worker's stop eventfd. Reads try the socket
  * first and only wait when it is empty: with nginx's one-connection-per-
  * request default the request is usually there on accept.
+ *
+ * Idle kept-alive connections are parked in the worker's epoll set, not
+ * held by a thread. A retiring worker hands them over (handoff.h): the
+ * parked ones at once, the busy ones after their request.
  */
 #include "fcgate.h"
 #include "log.h"
@@ -36,7 +40,7 @@ static ssize_t blocking_read(struct conn *c, void *buf, size_t len, int idle)
         /* Between requests the thread does not wait on the connection:
          * it parks it and goes back to accepting, so idle kept-alive
          * connections never hold the pool. Inside a request it waits. */
-        if (idle == CONN_IDLE_KEPT && atomic_load(&c->w->stopping))
+        if (conn_stop_idle(c, idle))
             return CONN_READ_STOP;
         /* A connection just accepted carries its request in microseconds
          * (nginx writes right after connecting): waiting briefly is
@@ -120,11 +124,12 @@ static const struct conn_io blocking_io = {
  * is a parked struct conn.
  */
 #define STOP_TAG CONFIG_MAX_LISTEN
+#define HANDOFF_TAG (CONFIG_MAX_LISTEN + 1)
 #define MAX_TAG 4096
 
 int engine_sync_park_init(struct worker *w)
 {
-    w->parked = NULL;
+    w->parked = w->left = NULL;
     atomic_store(&w->draining, 0);
     pthread_mutex_init(&w->park_mu, NULL);
     w->park_ep = epoll_create1(EPOLL_CLOEXEC);
@@ -132,10 +137,18 @@ int engine_sync_park_init(struct worker *w)
         log_error("epoll: %s", strerror(errno));
         return -1;
     }
-    for (size_t i = 0; i <= w->nlisten; i++) {
-        int fd = i < w->nlisten ? w->listen_fds[i] : w->stop_fd;
-        struct epoll_event ev = {.events = EPOLLIN | (i < w->nlisten ? EPOLLEXCLUSIVE : 0),
-                                 .data.u64 = i < w->nlisten ? i : STOP_TAG};
+    /* The listen sockets and the hand-over pair are shared with the other
+     * workers (EPOLLEXCLUSIVE); the stop eventfd is the worker's own, and
+     * level-triggered: once set it wakes every thread. */
+    for (size_t i = 0; i <= w->nlisten + 1; i++) {
+        int fd = i < w->nlisten ? w->listen_fds[i] : i == w->nlisten ? w->stop_fd : -1;
+        uint64_t tag = i < w->nlisten ? i : i == w->nlisten ? STOP_TAG : HANDOFF_TAG;
+        if (tag == HANDOFF_TAG && w->handoff)
+            fd = w->handoff->rx;
+        if (fd < 0)
+            continue;
+        struct epoll_event ev = {.events = EPOLLIN | (tag == STOP_TAG ? 0 : EPOLLEXCLUSIVE),
+                                 .data.u64 = tag};
         if (epoll_ctl(w->park_ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
             log_error("epoll_ctl: %s", strerror(errno));
             return -1;
@@ -155,29 +168,68 @@ static void park_unlink(struct worker *w, struct conn *c)
     c->park_prev = c->park_next = NULL;
 }
 
-/* The list is only for closing what is left at exit; the lock is held to
- * link or unlink one connection, never across I/O. */
+/* The list is for closing or handing over what is parked when the worker
+ * stops; the lock is held to link or unlink a connection, and for the
+ * non-blocking hand-over, never across a wait. */
 static void park(struct worker *w, struct conn *c)
 {
-    pthread_mutex_lock(&w->park_mu);
-    c->park_next = w->parked;
-    if (w->parked)
-        w->parked->park_prev = c;
-    w->parked = c;
-    pthread_mutex_unlock(&w->park_mu);
-
     /* ADD here and DEL on the way out, rather than re-arming with MOD: an
      * ADD publishes everything this thread did to c before another
-     * thread can take the event (and ThreadSanitizer sees it so). */
+     * thread can take the event (and ThreadSanitizer sees it so). Under
+     * the lock, so a hand-over never sees c linked but not yet added. */
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = c};
-    if (epoll_ctl(w->park_ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+    pthread_mutex_lock(&w->park_mu);
+    int rc = epoll_ctl(w->park_ep, EPOLL_CTL_ADD, c->fd, &ev);
+    if (rc == 0) {
+        c->parked = 1;
+        c->park_prev = NULL;
+        c->park_next = w->parked;
+        if (w->parked)
+            w->parked->park_prev = c;
+        w->parked = c;
+    }
+    pthread_mutex_unlock(&w->park_mu);
+    if (rc < 0) {
         log_error("epoll_ctl: %s; closing an idle connection", strerror(errno));
-        pthread_mutex_lock(&w->park_mu);
-        park_unlink(w, c);
-        pthread_mutex_unlock(&w->park_mu);
         conn_discard(c);
         free(c);
     }
+}
+
+/* A stopping worker with somewhere to hand over to sends its parked
+ * connections there now, rather than when its last request is done. A
+ * thread may hold an event for one of them already: c stays allocated
+ * (on the left list, freed at exit) and unmarked, so that thread sees it
+ * is no longer parked and lets go. */
+static void hand_over_parked(struct worker *w)
+{
+    pthread_mutex_lock(&w->park_mu);
+    while (w->parked) {
+        struct conn *c = w->parked;
+        park_unlink(w, c);
+        c->parked = 0;
+        epoll_ctl(w->park_ep, EPOLL_CTL_DEL, c->fd, NULL);
+        conn_leave(c);
+        c->park_next = w->left;
+        w->left = c;
+    }
+    pthread_mutex_unlock(&w->park_mu);
+}
+
+/* Takes c, whose event this thread got, off the parked list: 0 when it
+ * was handed over meanwhile (it is not ours then). */
+static int unpark(struct worker *w, struct conn *c)
+{
+    pthread_mutex_lock(&w->park_mu);
+    int was = c->parked;
+    if (was) {
+        park_unlink(w, c);
+        c->parked = 0;
+    }
+    pthread_mutex_unlock(&w->park_mu);
+    if (was)
+        epoll_ctl(w->park_ep, EPOLL_CTL_DEL, c->fd, NULL);
+    return was;
 }
 
 /* Serves c until it closes (freed) or parks again. */
@@ -195,7 +247,12 @@ void engine_sync_park_fini(struct worker *w)
     while (w->parked) {
         struct conn *c = w->parked;
         park_unlink(w, c);
-        conn_discard(c);
+        conn_leave(c);
+        free(c);
+    }
+    while (w->left) {
+        struct conn *c = w->left;
+        w->left = c->park_next;
         free(c);
     }
     if (w->park_ep >= 0)
@@ -203,9 +260,12 @@ void engine_sync_park_fini(struct worker *w)
     pthread_mutex_destroy(&w->park_mu);
 }
 
+/* A new connection from listen socket lfd, or (lfd < 0) one handed over
+ * by a retiring worker. */
 static void accept_one(struct worker *w, int lfd, struct score_slot *slot)
 {
-    int fd = conn_accept(lfd, 0);
+    int kept = 0;
+    int fd = lfd >= 0 ? conn_accept(lfd, 0) : handoff_recv(w->handoff, &kept, 0);
     if (fd == CONN_ACCEPT_NOFD)
         blocking_sleep(NULL, 100);
     if (fd < 0)
@@ -218,6 +278,7 @@ static void accept_one(struct worker *w, int lfd, struct score_slot *slot)
     }
     *c = (struct conn){.fd = fd, .w = w, .io = &blocking_io};
     conn_init(c);
+    c->served = (unsigned long)kept; /* kept: between requests, not fresh */
     serve(w, c, slot);
 }
 
@@ -233,6 +294,8 @@ static void begin_drain(struct worker *w)
     for (size_t i = 0; i < w->nlisten; i++)
         epoll_ctl(w->park_ep, EPOLL_CTL_DEL, w->listen_fds[i], NULL);
     epoll_ctl(w->park_ep, EPOLL_CTL_DEL, w->stop_fd, NULL);
+    if (w->handoff && w->handoff->rx >= 0)
+        epoll_ctl(w->park_ep, EPOLL_CTL_DEL, w->handoff->rx, NULL);
     pthread_mutex_lock(&w->park_mu);
     for (struct conn *c = w->parked; c; c = c->park_next)
         if (c->served)
@@ -253,16 +316,22 @@ void engine_sync_thread(struct worker *w, struct score_slot *slot)
     worker_thread_init(slot);
     for (;;) {
         int stopping = atomic_load(&w->stopping);
+        if (stopping && handoff_is_open(w->handoff)) {
+            /* What is parked leaves now; what is being served leaves
+             * after its request (conn_serve). */
+            hand_over_parked(w);
+            break;
+        }
         if (stopping) {
             begin_drain(w);
             if (!parked_left(w))
                 break;
         }
         struct epoll_event ev;
-        /* Only one waiting thread wakes for the stop eventfd, and the
-         * drain takes it out of the set: the others look at `stopping`
-         * at least once a second (every 100 ms while draining, when
-         * another thread may take the last parked connection). */
+        /* Without a hand-over, the drain takes the stop eventfd out of
+         * the set: the threads look at `stopping` at least once a second
+         * (every 100 ms while draining, when another thread may take the
+         * last parked connection). */
         int n = epoll_wait(w->park_ep, &ev, 1, stopping ? 100 : 1000);
         worker_poll_signals();
         if (n < 0 && errno != EINTR) {
@@ -274,13 +343,12 @@ void engine_sync_thread(struct worker *w, struct score_slot *slot)
             continue;
         if (ev.data.u64 >= MAX_TAG) {
             struct conn *c = ev.data.ptr;
-            pthread_mutex_lock(&w->park_mu);
-            park_unlink(w, c);
-            pthread_mutex_unlock(&w->park_mu);
-            epoll_ctl(w->park_ep, EPOLL_CTL_DEL, c->fd, NULL);
-            serve(w, c, slot);
+            if (unpark(w, c))
+                serve(w, c, slot);
         } else if (ev.data.u64 < w->nlisten && !atomic_load(&w->stopping)) {
             accept_one(w, w->listen_fds[ev.data.u64], slot);
+        } else if (ev.data.u64 == HANDOFF_TAG && !atomic_load(&w->stopping)) {
+            accept_one(w, -1, slot);
         }
     }
     worker_thread_fini();

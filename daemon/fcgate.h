@@ -7,6 +7,7 @@
 #include "app_loader.h"
 #include "config.h"
 #include "fcgi_codec.h"
+#include "handoff.h"
 #include <fcgate/app.h>
 #include <pthread.h>
 #include <signal.h>
@@ -68,7 +69,8 @@ struct worker {
     int stop_fd; /* eventfd, readable once the worker is stopping */
     atomic_int stopping;
     atomic_long served;
-    long max_requests; /* 0: unlimited; this worker's share with jitter */
+    atomic_long handed_over; /* idle connections passed on while stopping */
+    long max_requests;       /* 0: unlimited; this worker's share with jitter */
     unsigned generation;
     struct codec_limits limits;
     /* Blocking engines: idle kept-alive connections wait here, in an epoll
@@ -76,7 +78,9 @@ struct worker {
     int park_ep;
     pthread_mutex_t park_mu;
     struct conn *parked;
-    atomic_int draining; /* stopping: listen sockets out of park_ep */
+    struct conn *left;             /* handed over while parked: freed at exit */
+    atomic_int draining;           /* stopping: listen sockets out of park_ep */
+    const struct handoff *handoff; /* where idle connections go on retiring */
 };
 
 /* A worker that could not start (module, init, privileges) exits so. */
@@ -102,17 +106,18 @@ void worker_count_request(struct worker *w);
 /* conn.c: one FastCGI connection, driven by the codec, with I/O through
  * the engine's functions (blocking, or yielding in async mode). */
 struct conn;
-#define CONN_READ_STOP (-2) /* idle kept-alive, and the worker is stopping */
+#define CONN_READ_STOP (-2) /* idle, and the worker is stopping: hand over or close */
 #define CONN_READ_PARK (-3) /* idle, no bytes yet: park the connection */
 /* What a read waits for: the rest of a request, or the next one. A
- * stopping worker closes kept-alive connections between requests, but
- * serves the first request of a connection it has accepted: nginx opened
- * it to send one, and may already be sending. */
+ * stopping worker hands its idle connections over to a worker that stays
+ * (handoff.h). Without one to hand to, it closes kept-alive connections
+ * between requests, but serves the first request of a connection it has
+ * accepted: nginx opened it to send one, and may already be sending. */
 enum conn_idle { CONN_BUSY = 0, CONN_IDLE_FRESH, CONN_IDLE_KEPT };
 struct conn_io {
     /* Up to len bytes into buf: >0, 0 at EOF, -1 on error; when idle
-     * (enum conn_idle) also CONN_READ_PARK, and CONN_READ_STOP for
-     * CONN_IDLE_KEPT. */
+     * (enum conn_idle) also CONN_READ_PARK, and CONN_READ_STOP when
+     * conn_stop_idle() says so. */
     ssize_t (*read)(struct conn *c, void *buf, size_t len, int idle);
     /* All of buf, or -1 (peer gone). */
     int (*write)(struct conn *c, const void *buf, size_t len);
@@ -136,9 +141,10 @@ struct conn {
     int cancelled;                      /* async: over `timeout`; its waits fail */
     unsigned long served;               /* requests answered on this connection */
     struct conn *park_prev, *park_next; /* blocking engines' parked list */
+    int parked;                         /* on it (under the worker's park_mu) */
 };
 
-enum conn_result { CONN_CLOSED, CONN_PARKED };
+enum conn_result { CONN_CLOSED, CONN_PARKED, CONN_HANDED_OFF };
 #define CONN_ACCEPT_NOFD (-2)
 /* accept4 (close-on-exec, plus flags): the fd; -1 when there was nothing
  * to take; CONN_ACCEPT_NOFD when out of descriptors (logged: pause). */
@@ -152,6 +158,14 @@ void conn_init(struct conn *c);
 enum conn_result conn_serve(struct conn *c);
 /* Closes an idle (parked) connection and frees its buffers. */
 void conn_discard(struct conn *c);
+/* The worker is stopping and c, idle in state idle (enum conn_idle), is to
+ * leave now: always when kept alive, and a fresh one when it can be
+ * handed over (it must not be closed before its first request). */
+int conn_stop_idle(const struct conn *c, int idle);
+/* An idle connection leaves a stopping worker: handed over to a serving
+ * worker when possible (CONN_HANDED_OFF), else closed (CONN_CLOSED). Frees
+ * c's buffers either way. */
+enum conn_result conn_leave(struct conn *c);
 
 /* request.c: the fcgate_req behind the app API. */
 struct request_body {

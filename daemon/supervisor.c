@@ -80,6 +80,7 @@ static struct {
     pid_t old_master;  /* after an upgrade: the master to retire once ready */
     int notified_ready;
     uint64_t next_status_ms, watchdog_ms, next_watchdog_ms;
+    struct handoff handoff; /* idle connections from retiring workers (handoff.h) */
 } S;
 
 static void upgrade(void);
@@ -193,6 +194,7 @@ static int spawn(struct generation *g, size_t index)
             .sb = &g->sb,
             .max_requests = max,
             .generation = g->id,
+            .handoff = &S.handoff,
         };
         worker_main(&w);
     }
@@ -518,6 +520,10 @@ static void stop_all(int how, int code, uint64_t now)
     S.stopping = how;
     if (code)
         S.exit_code = code;
+    /* Nobody stays to take idle connections, unless a new master does
+     * (USR2): it shares the hand-over pair. */
+    if (!S.upgrade_pid || how != 1)
+        handoff_set_open(&S.handoff, 0);
     if (how == 1) {
         S.stop_deadline_ms = now + (uint64_t)S.cur->cfg.graceful_timeout * 1000u;
         signal_gen(NULL, SIGTERM, now);
@@ -601,22 +607,25 @@ static void chown_logs(const struct config *cfg)
 
 /* Sockets handed over by the master we replace (USR2): UPGRADE_ENV is
  * "FD=SPEC;FD=SPEC;..." where SPEC is the listen address as that master
- * spelled it, or "systemd:N" for a socket systemd had passed it. */
+ * spelled it, "systemd:N" for a socket systemd had passed it, or
+ * HANDOFF_TX / HANDOFF_RX for the connection hand-over pair. */
 #define UPGRADE_ENV "FCGATE_UPGRADE_FDS"
 #define UPGRADE_PARENT_ENV "FCGATE_UPGRADE_PARENT"
 #define SPEC_MAX 128
+#define HANDOFF_TX "handoff:tx"
+#define HANDOFF_RX "handoff:rx"
 
 static struct {
     int fd;
     char spec[SPEC_MAX];
-} handed[CONFIG_MAX_LISTEN];
+} handed[CONFIG_MAX_LISTEN + 2];
 static size_t nhanded;
 
 /* Reads UPGRADE_ENV once, into handed[]. */
 static void read_handed(void)
 {
     const char *env = getenv(UPGRADE_ENV);
-    for (const char *p = env; p && *p && nhanded < CONFIG_MAX_LISTEN;) {
+    for (const char *p = env; p && *p && nhanded < CONFIG_MAX_LISTEN + 2;) {
         char *eq;
         long fd = strtol(p, &eq, 10);
         if (*eq != '=')
@@ -646,7 +655,7 @@ static int inherited_fd(const char *spec)
 static void close_unused_inherited(void)
 {
     for (size_t i = 0; i < nhanded; i++) {
-        int used = 0;
+        int used = strncmp(handed[i].spec, "handoff:", 8) == 0; /* taken by handoff_init */
         for (size_t j = 0; j < S.nlisten; j++)
             used |= S.listen_fds[j] == handed[i].fd;
         if (!used)
@@ -688,6 +697,10 @@ static int open_listeners(const struct config *cfg)
     int n = systemd_listen_fds(fds, CONFIG_MAX_LISTEN);
 
     read_handed();
+    if (handoff_init(&S.handoff, inherited_fd(HANDOFF_TX), inherited_fd(HANDOFF_RX)) < 0) {
+        log_error("connection hand-over pair: %s", strerror(errno));
+        return -1;
+    }
     if (n < 0) {
         log_error("systemd passed more than %d sockets", CONFIG_MAX_LISTEN);
         return -1;
@@ -768,6 +781,12 @@ static void upgrade(void)
         }
         p += n;
     }
+    int n = snprintf(p, sizeof(env) - (size_t)(p - env), ";%d=" HANDOFF_TX ";%d=" HANDOFF_RX,
+                     S.handoff.tx, S.handoff.rx);
+    if (n < 0 || (size_t)n >= sizeof(env) - (size_t)(p - env)) {
+        log_error("USR2: too many listen addresses to hand over");
+        return;
+    }
     if (S.pidfile) {
         char old[4096];
         snprintf(old, sizeof(old), "%s.oldbin", S.pidfile);
@@ -785,6 +804,8 @@ static void upgrade(void)
         sigprocmask(SIG_SETMASK, &none, NULL);
         for (size_t i = 0; i < S.nlisten; i++)
             fcntl(S.listen_fds[i], F_SETFD, 0);
+        fcntl(S.handoff.tx, F_SETFD, 0);
+        fcntl(S.handoff.rx, F_SETFD, 0);
         snprintf(parent, sizeof(parent), "%d", (int)getppid());
         setenv(UPGRADE_ENV, env, 1);
         setenv(UPGRADE_PARENT_ENV, parent, 1);
@@ -918,11 +939,13 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
         announce(now);
     }
     close_listeners();
+    handoff_fini(&S.handoff);
     if (S.pidfile)
         unlink(S.pidfile);
     log_info("stopped");
     return S.exit_code;
 fail:
     close_listeners();
+    handoff_fini(&S.handoff);
     return 1;
 }

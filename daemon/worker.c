@@ -245,6 +245,10 @@ void worker_main(struct worker *w)
         break;
     }
 
+    long handed = atomic_load(&w->handed_over);
+    if (handed > 0)
+        log_info("handed %ld idle connection%s over to the workers that stay", handed,
+                 handed == 1 ? "" : "s");
     if (w->mod.app->fini)
         w->mod.app->fini(ctx);
     db_close_thread();

@@ -27,6 +27,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -341,6 +342,10 @@ class Fcgate:
             # A root supervisor serves as root only when told so.
             settings["user"] = "root"
         self.settings = _merge(settings, overrides)
+        self.write_config()
+
+    def write_config(self):
+        """Writes self.settings to the config file (start, or a HUP, reads it)."""
         with open(self.conf_path, "w") as f:
             f.write(libconfig_text(self.settings))
 
@@ -591,6 +596,93 @@ def http_request(port, method, path, body=None, headers=None, timeout=15.0, conn
     finally:
         if own:
             conn.close()
+
+
+class Load:
+    """Threads that each send one request through nginx in a loop until
+    stopped (or max_seconds / max_requests pass), checking every answer:
+    200 and the body the example apps give (/hello -> hello, /sleep -> ok).
+    A fresh HTTP connection per request, or with keep_alive one per thread
+    (a new one after a failure). method and body apply to every request."""
+
+    BODIES = {"/hello": b"hello\n", "/sleep": b"ok\n"}
+
+    def __init__(self, port, paths=("/hello", "/hello", "/sleep?ms=5"), max_seconds=60.0,
+                 max_requests=200000, method="GET", body=None, keep_alive=False):
+        self.port = port
+        self.paths = list(paths)
+        self.max_seconds = max_seconds
+        self.max_requests = max_requests
+        self.method = method
+        self.body = body
+        self.keep_alive = keep_alive
+        self.lock = threading.Lock()
+        self.results = []  # (start, end, ok, path, detail)
+        self.started = 0
+        self.halt = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(p,), daemon=True)
+                        for p in self.paths]
+
+    def _run(self, path):
+        want = self.BODIES[path.split("?")[0]]
+        deadline = time.monotonic() + self.max_seconds
+        conn = None
+        while not self.halt.is_set() and time.monotonic() < deadline:
+            with self.lock:
+                if self.started >= self.max_requests:
+                    break
+                self.started += 1
+            if self.keep_alive and conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            t0 = time.monotonic()
+            try:
+                r = http_request(self.port, self.method, path, body=self.body, timeout=10,
+                                 conn=conn)
+                ok = r.status == 200 and r.body == want
+                detail = "" if ok else repr(r)
+            except Exception as e:  # reset, refused, timeout: a failed request
+                ok, detail = False, repr(e)
+            if conn is not None and not ok:
+                conn.close()
+                conn = None
+            with self.lock:
+                self.results.append((t0, time.monotonic(), ok, path, detail))
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        self.halt.set()
+        for t in self.threads:
+            t.join(15)
+
+    def total(self):
+        with self.lock:
+            return len(self.results)
+
+    def failures(self):
+        with self.lock:
+            return [r for r in self.results if not r[2]]
+
+    def failed(self):
+        return len(self.failures())
+
+    def wait_requests(self, n, timeout=10.0):
+        """Waits until n more requests have been answered."""
+        goal = self.total() + n
+        return wait_until(lambda: self.total() >= goal, timeout)
+
+    def summary(self):
+        f = self.failures()
+        return "%d of %d failed; first: %s" % (
+            len(f), self.total(), ["%s %s" % (r[3], r[4]) for r in f[:5]])
 
 
 # ----------------------------------------------------------------- FastCGI

@@ -27,80 +27,6 @@ def report(what, load, extra=""):
     sys.stderr.flush()
 
 
-class Load:
-    """Threads that each GET one path through nginx in a loop until
-    stopped (or max_seconds / max_requests pass), checking every answer:
-    200 and the body the example apps give (/hello -> hello, /sleep -> ok).
-    A fresh HTTP connection per request."""
-
-    BODIES = {"/hello": b"hello\n", "/sleep": b"ok\n"}
-
-    def __init__(self, port, paths=("/hello", "/hello", "/sleep?ms=5"), max_seconds=60.0,
-                 max_requests=200000):
-        self.port = port
-        self.paths = list(paths)
-        self.max_seconds = max_seconds
-        self.max_requests = max_requests
-        self.lock = threading.Lock()
-        self.results = []  # (start, end, ok, path, detail)
-        self.started = 0
-        self.halt = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(p,), daemon=True)
-                        for p in self.paths]
-
-    def _run(self, path):
-        want = self.BODIES[path.split("?")[0]]
-        deadline = time.monotonic() + self.max_seconds
-        while not self.halt.is_set() and time.monotonic() < deadline:
-            with self.lock:
-                if self.started >= self.max_requests:
-                    return
-                self.started += 1
-            t0 = time.monotonic()
-            try:
-                r = harness.http_request(self.port, "GET", path, timeout=10)
-                ok = r.status == 200 and r.body == want
-                detail = "" if ok else repr(r)
-            except Exception as e:  # reset, refused, timeout: a failed request
-                ok, detail = False, repr(e)
-            with self.lock:
-                self.results.append((t0, time.monotonic(), ok, path, detail))
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def stop(self):
-        self.halt.set()
-        for t in self.threads:
-            t.join(15)
-
-    def total(self):
-        with self.lock:
-            return len(self.results)
-
-    def failures(self):
-        with self.lock:
-            return [r for r in self.results if not r[2]]
-
-    def failed(self):
-        return len(self.failures())
-
-    def wait_requests(self, n, timeout=10.0):
-        """Waits until n more requests have been answered."""
-        goal = self.total() + n
-        return harness.wait_until(lambda: self.total() >= goal, timeout)
-
-    def summary(self):
-        f = self.failures()
-        return "%d of %d failed; first: %s" % (
-            len(f), self.total(), ["%s %s" % (r[3], r[4]) for r in f[:5]])
-
-
 def send(fc, sig):
     os.kill(fc.pid, sig)
 
@@ -140,7 +66,7 @@ class LifecycleTest(harness.TestCase):
         fc, ng = self.start("bench", workers=2)
         first = fc.wait_workers(2)
         seen = set(first)
-        with Load(ng.port) as load:
+        with harness.Load(ng.port) as load:
             self.assertTrue(load.wait_requests(50), "no load before the reloads")
             for _ in range(10):
                 old = set(seen)  # every worker of the generations up to now
@@ -197,7 +123,7 @@ class LifecycleTest(harness.TestCase):
         r = harness.http_request(ng.port, "GET", "/pid")
         self.assertEqual(r.status, 200, r)
         self.assertIn(int(r.body), first)  # probe answers its pid
-        with Load(ng.port, paths=("/hello", "/hello")) as load:
+        with harness.Load(ng.port, paths=("/hello", "/hello")) as load:
             self.assertTrue(load.wait_requests(20))
             # As an installer does it: a new file renamed over the old one,
             # so the running workers keep their mapping of the old inode.
@@ -227,7 +153,7 @@ class LifecycleTest(harness.TestCase):
         with open(fc.conf_path) as f:
             good = f.read()
         lines = good.count("\n")
-        with Load(ng.port) as load:
+        with harness.Load(ng.port) as load:
             self.assertTrue(load.wait_requests(30))
             with open(fc.conf_path, "a") as f:
                 f.write("no_such_key = 1;\n")
@@ -253,7 +179,7 @@ class LifecycleTest(harness.TestCase):
         oldbin = pidfile + ".oldbin"
         old_workers = fc.wait_workers(2)
         self.assertEqual(harness.read_pidfile(pidfile), fc.pid)
-        with Load(ng.port) as load:
+        with harness.Load(ng.port) as load:
             self.assertTrue(load.wait_requests(50))
             time.sleep(0.5)
             send(fc, signal.SIGUSR2)
@@ -290,7 +216,7 @@ class LifecycleTest(harness.TestCase):
         fc, ng = self.start("bench", workers=2, max_requests=50, max_requests_jitter=10)
         first = fc.wait_workers(2)
         seen = set(first)
-        with Load(ng.port, paths=("/hello", "/hello", "/sleep?ms=5"),
+        with harness.Load(ng.port, paths=("/hello", "/hello", "/sleep?ms=5"),
                   max_requests=1000, max_seconds=30) as load:
             while any(t.is_alive() for t in load.threads):
                 seen.update(fc.worker_pids())
@@ -326,7 +252,7 @@ class LifecycleTest(harness.TestCase):
         path = "/block" if MODE == "async" else "/sleep"
         fc, ng = self.start("probe", workers=2, timeout=1)
         before = fc.wait_workers(2)
-        with Load(ng.port, paths=("/hello", "/hello")) as load:
+        with harness.Load(ng.port, paths=("/hello", "/hello")) as load:
             self.assertTrue(load.wait_requests(20))
             out = []
             t0 = time.monotonic()
@@ -376,7 +302,7 @@ class LifecycleTest(harness.TestCase):
         os.kill(victim, signal.SIGSTOP)
         t0 = time.monotonic()
         self.addCleanup(lambda: harness.pid_alive(victim) and os.kill(victim, signal.SIGCONT))
-        with Load(ng.port, paths=("/hello", "/hello")) as load:
+        with harness.Load(ng.port, paths=("/hello", "/hello")) as load:
             limit = 7.0 if MODE == "async" else 4.0
             dead = harness.wait_until(lambda: not harness.pid_alive(victim), limit)
             took = time.monotonic() - t0
@@ -408,7 +334,7 @@ class LifecycleTest(harness.TestCase):
             self.skipTest("504 and cancel is the async mode's timeout")
         fc, ng = self.start("probe", workers=2, timeout=1)
         before = fc.wait_workers(2)
-        with Load(ng.port, paths=("/hello", "/hello")) as load:
+        with harness.Load(ng.port, paths=("/hello", "/hello")) as load:
             self.assertTrue(load.wait_requests(20))
             out = []
             self.long_request(ng.port, "/sleep?ms=5000", out)
@@ -429,7 +355,7 @@ class LifecycleTest(harness.TestCase):
     def test_crashing_endpoint_costs_that_request_and_a_respawned_worker_only(self):
         fc, ng = self.start("probe", workers=2)
         before = fc.wait_workers(2)
-        with Load(ng.port, paths=("/hello", "/hello")) as load:
+        with harness.Load(ng.port, paths=("/hello", "/hello")) as load:
             self.assertTrue(load.wait_requests(30))
             t0 = time.monotonic()
             r = harness.http_request(ng.port, "GET", "/segv")
@@ -473,7 +399,7 @@ class LifecycleTest(harness.TestCase):
             for _ in range(n):
                 harness.http_request(ng.port, "GET", "/fail")
 
-        with Load(ng.port, paths=("/hello", "/hello", "/sleep?ms=5")) as load:
+        with harness.Load(ng.port, paths=("/hello", "/hello", "/sleep?ms=5")) as load:
             self.assertTrue(load.wait_requests(30))
             fail_requests(4)
             self.assertIn("GET /hello", read(acc_log))
@@ -522,7 +448,7 @@ class LifecycleTest(harness.TestCase):
     def test_ttin_and_ttou_change_the_worker_count_under_load(self):
         fc, ng = self.start("bench", workers=2)
         two = fc.wait_workers(2)
-        with Load(ng.port) as load:
+        with harness.Load(ng.port) as load:
             self.assertTrue(load.wait_requests(30))
             send(fc, signal.SIGTTIN)
             three = fc.wait_workers(3)
