@@ -201,6 +201,32 @@ enum conn_result conn_leave(struct conn *c)
     return CONN_CLOSED;
 }
 
+/* EPOLLEXCLUSIVE wakes one of the workers watching a socket, and may pick
+ * one that is stopping: it ignores the event, and the others are not told
+ * until the next one. So once a stopping worker has taken the listen
+ * sockets and the pair out of its epoll set, it passes on what may have
+ * woken it: pending connections are accepted and handed over fresh, and
+ * pending hand-overs are sent again, which wakes a worker that stays.
+ * Bounded, in case two stopping workers pass the same ones back and
+ * forth. */
+void conn_pass_on_pending(struct worker *w)
+{
+    int kept, fd, n = 0;
+    if (!handoff_is_open(w->handoff))
+        return;
+    while (n++ < 1024 && (fd = handoff_recv(w->handoff, &kept, -1)) >= 0) {
+        handoff_send(w->handoff, fd, kept);
+        close(fd);
+    }
+    for (size_t i = 0; i < w->nlisten; i++) {
+        while (n++ < 2048 && (fd = accept4(w->listen_fds[i], NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+            if (handoff_send(w->handoff, fd, 0) < 0)
+                shutdown(fd, SHUT_RDWR); /* refused, as a full backlog would */
+            close(fd);
+        }
+    }
+}
+
 void conn_discard(struct conn *c)
 {
     codec_free(&c->codec);

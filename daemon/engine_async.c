@@ -406,6 +406,7 @@ static void begin_stop(struct loop *L)
 {
     L->stopping = 1;
     set_accepting(L, 0);
+    conn_pass_on_pending(L->w);
     for (struct aconn *a = L->conns, *next; a; a = next) {
         next = a->next;
         if (a->idle_wait)

@@ -127,6 +127,10 @@ static const struct conn_io blocking_io = {
 #define HANDOFF_TAG (CONFIG_MAX_LISTEN + 1)
 #define MAX_TAG 4096
 
+/* w->draining: what the first thread to see the worker stopping did. */
+#define DRAIN_HANDING 1 /* intake stopped, idle connections handed over */
+#define DRAIN_CLOSING 2 /* intake stopped, idle kept-alive ones woken to close */
+
 int engine_sync_park_init(struct worker *w)
 {
     w->parked = w->left = NULL;
@@ -282,6 +286,19 @@ static void accept_one(struct worker *w, int lfd, struct score_slot *slot)
     serve(w, c, slot);
 }
 
+/* Out of the set: the listen sockets and the hand-over pair (the stop
+ * eventfd too when told), so that the events they raise go to workers
+ * that stay. */
+static void stop_intake(struct worker *w, int stop_fd_too)
+{
+    for (size_t i = 0; i < w->nlisten; i++)
+        epoll_ctl(w->park_ep, EPOLL_CTL_DEL, w->listen_fds[i], NULL);
+    if (w->handoff && w->handoff->rx >= 0)
+        epoll_ctl(w->park_ep, EPOLL_CTL_DEL, w->handoff->rx, NULL);
+    if (stop_fd_too)
+        epoll_ctl(w->park_ep, EPOLL_CTL_DEL, w->stop_fd, NULL);
+}
+
 /* The first thread to see the worker stopping takes the listen sockets
  * and the stop eventfd out of the set (they would stay readable) and
  * wakes every parked kept-alive connection with a read shutdown: each is
@@ -289,13 +306,9 @@ static void accept_one(struct worker *w, int lfd, struct score_slot *slot)
  * asked anything, stay parked until their request arrives. */
 static void begin_drain(struct worker *w)
 {
-    if (atomic_exchange(&w->draining, 1))
+    if (atomic_fetch_or(&w->draining, DRAIN_CLOSING) & DRAIN_CLOSING)
         return;
-    for (size_t i = 0; i < w->nlisten; i++)
-        epoll_ctl(w->park_ep, EPOLL_CTL_DEL, w->listen_fds[i], NULL);
-    epoll_ctl(w->park_ep, EPOLL_CTL_DEL, w->stop_fd, NULL);
-    if (w->handoff && w->handoff->rx >= 0)
-        epoll_ctl(w->park_ep, EPOLL_CTL_DEL, w->handoff->rx, NULL);
+    stop_intake(w, 1);
     pthread_mutex_lock(&w->park_mu);
     for (struct conn *c = w->parked; c; c = c->park_next)
         if (c->served)
@@ -318,7 +331,12 @@ void engine_sync_thread(struct worker *w, struct score_slot *slot)
         int stopping = atomic_load(&w->stopping);
         if (stopping && handoff_is_open(w->handoff)) {
             /* What is parked leaves now; what is being served leaves
-             * after its request (conn_serve). */
+             * after its request (conn_serve). The stop eventfd stays in
+             * the set: level-triggered, it wakes every thread. */
+            if (!(atomic_fetch_or(&w->draining, DRAIN_HANDING) & DRAIN_HANDING)) {
+                stop_intake(w, 0);
+                conn_pass_on_pending(w);
+            }
             hand_over_parked(w);
             break;
         }

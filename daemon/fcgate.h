@@ -79,7 +79,7 @@ struct worker {
     pthread_mutex_t park_mu;
     struct conn *parked;
     struct conn *left;             /* handed over while parked: freed at exit */
-    atomic_int draining;           /* stopping: listen sockets out of park_ep */
+    atomic_int draining;           /* stopping: the DRAIN_* steps of engine_sync.c done */
     const struct handoff *handoff; /* where idle connections go on retiring */
 };
 
@@ -162,6 +162,9 @@ void conn_discard(struct conn *c);
  * leave now: always when kept alive, and a fresh one when it can be
  * handed over (it must not be closed before its first request). */
 int conn_stop_idle(const struct conn *c, int idle);
+/* A stopping worker, its listen sockets and the hand-over pair out of its
+ * epoll set, passes on the connections that may have woken it. */
+void conn_pass_on_pending(struct worker *w);
 /* An idle connection leaves a stopping worker: handed over to a serving
  * worker when possible (CONN_HANDED_OFF), else closed (CONN_CLOSED). Frees
  * c's buffers either way. */

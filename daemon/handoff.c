@@ -126,7 +126,8 @@ int handoff_recv(const struct handoff *h, int *kept, int nonblock)
     /* The file status flags came with the socket: set the receiving
      * engine's (a reload may have changed the mode). */
     int fl = fcntl(fd, F_GETFL);
-    fcntl(fd, F_SETFL, nonblock ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
+    if (nonblock >= 0)
+        fcntl(fd, F_SETFL, nonblock ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
     *kept = tag == 'k';
     return fd;
 }

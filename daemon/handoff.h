@@ -37,7 +37,8 @@ int handoff_is_open(const struct handoff *h);
  * request already. 0 when sent; -1 when not (no room, closed: close it). */
 int handoff_send(const struct handoff *h, int fd, int kept);
 /* A descriptor from the pair (close-on-exec, O_NONBLOCK as nonblock
- * says), *kept set; -1 when there is none now. */
+ * says, or as it came when nonblock < 0), *kept set; -1 when there is
+ * none now. */
 int handoff_recv(const struct handoff *h, int *kept, int nonblock);
 
 #endif

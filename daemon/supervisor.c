@@ -668,6 +668,10 @@ static void close_unused_inherited(void)
 static void adopt(int fd, const char *spec, int owned)
 {
     fcntl(fd, F_SETFD, FD_CLOEXEC);
+    /* Workers accept after epoll says ready, and another may have taken
+     * the connection first: accept must not block (systemd's sockets
+     * come blocking unless the unit says NonBlocking=). */
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     snprintf(S.specs[S.nlisten], SPEC_MAX, "%s", spec);
     S.owns_sockets[S.nlisten] = owned;
     S.listen_fds[S.nlisten++] = fd;

@@ -3,41 +3,11 @@
 import os
 import re
 import signal
-import threading
 import time
 
 import harness
 
 WORKERS = 4
-
-
-class Load(threading.Thread):
-    """GET /hello through nginx in a loop until stopped; records
-    (monotonic time, ok) per request."""
-
-    def __init__(self, port):
-        super().__init__(daemon=True)
-        self.port = port
-        self.results = []
-        self.errors = []
-        self.halt = threading.Event()
-
-    def run(self):
-        while not self.halt.is_set():
-            t = time.monotonic()
-            try:
-                r = harness.http_request(self.port, "GET", "/hello", timeout=5)
-                ok = r.status == 200 and r.body == b"hello\n"
-                if not ok:
-                    self.errors.append(repr(r))
-            except Exception as e:  # a reset, a timeout: a failed request
-                ok = False
-                self.errors.append(repr(e))
-            self.results.append((t, ok))
-
-    def stop(self):
-        self.halt.set()
-        self.join(10)
 
 
 class RespawnTest(harness.TestCase):
@@ -47,9 +17,7 @@ class RespawnTest(harness.TestCase):
         old = fc.wait_workers(WORKERS)
         self.assertEqual(len(old), WORKERS, old)
 
-        load = Load(ng.port)
-        load.start()
-        try:
+        with harness.Load(ng.port, paths=["/hello"]) as load:
             time.sleep(1.0)
             victim = old[1]
             kill_time = time.monotonic()
@@ -57,8 +25,6 @@ class RespawnTest(harness.TestCase):
             new = fc.wait_workers(WORKERS, timeout=5.0, exclude=[victim])
             respawned = time.monotonic()
             time.sleep(max(0.0, 2.0 - (respawned - kill_time)))
-        finally:
-            load.stop()
 
         self.assertEqual(len(new), WORKERS, "workers after the kill: %s" % new)
         self.assertNotIn(victim, new)
@@ -72,13 +38,11 @@ class RespawnTest(harness.TestCase):
         self.assertTrue(any(re.search(r"KILL|signal 9\b", ln, re.I) for ln in lines),
                         "no line names pid %d and SIGKILL: %s" % (victim, lines))
 
-        total = len(load.results)
-        failed = [t for t, ok in load.results if not ok]
+        total = load.total()
         self.assertGreater(total, 100, "the load loop barely ran")
         # One load thread: at most the request in flight on the victim fails.
-        self.assertLessEqual(len(failed), 1, "failures: %s" % load.errors[:5])
-        self.assertGreaterEqual((total - len(failed)) / total, 0.99)
-        after = [t for t, ok in load.results if ok and t > respawned]
+        self.assertLessEqual(load.failed(), 1, load.summary())
+        after = [r for r in load.results if r[2] and r[0] > respawned]
         self.assertGreater(len(after), 10, "requests stopped succeeding after the kill")
 
     def test_every_worker_killed_is_replaced(self):

@@ -153,7 +153,12 @@ start_nginx() {
   else
     NGINX_LOCATIONS=$(nginx_locations_default)
   fi
-  export NGINX_LOCATIONS
+  # A target may define upstream blocks (http context), e.g. for keep-alive.
+  NGINX_UPSTREAMS=""
+  if declare -F nginx_upstreams > /dev/null; then
+    NGINX_UPSTREAMS=$(nginx_upstreams)
+  fi
+  export NGINX_LOCATIONS NGINX_UPSTREAMS
   render "$PEERS_DIR/conf/nginx.conf.tmpl" "$prefix/nginx.conf"
   nginx -t -q -p "$prefix/" -c "$prefix/nginx.conf" -e "$prefix/error.log" \
     2>> "$RUN_DIR/nginx-test.log" || { cat "$RUN_DIR/nginx-test.log" >&2; return 1; }

@@ -41,3 +41,29 @@ target_versions() {
   "$FCGATE_BIN" --version 2>&1 | head -1
   echo "fcgate build: $(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$(dirname "$FCGATE_BIN")/CMakeCache.txt" 2> /dev/null || echo '?'), $(git -C "$FCGATE_REPO" describe --always --dirty 2> /dev/null || echo 'no git')"
 }
+
+# The keep-alive variant of a target (fcgate-*-keepalive): nginx keeps idle
+# FastCGI connections to fcgate (upstream keepalive + fastcgi_keep_conn),
+# as nginx/fcgate.conf's keep-alive variant does. Idle ones cost fcgate no
+# serving slot (parked, or a coroutine), so the pool is sized as without.
+fcgate_keepalive() {
+  nginx_upstreams() {
+    cat << NGX
+    upstream fcgate {
+        server ${TARGET_UPSTREAM};
+        keepalive ${FCGATE_KEEPALIVE:-64};
+    }
+NGX
+  }
+  nginx_locations() {
+    cat << 'NGX'
+        location / {
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME /dev/null;
+            fastcgi_param PATH_INFO $uri;
+            fastcgi_pass fcgate;
+            fastcgi_keep_conn on;
+        }
+NGX
+  }
+}
