@@ -57,17 +57,37 @@ def load_tsv(sub):
     return {(r["target"], r["workload"]): r for r in rows}, slurp(md)
 
 
-main, main_md = load_tsv("main")
+def ok(r):
+    return r is not None and r["status"] == "ok" and r["rps"] not in ("", None)
+
+
+def load_rounds():
+    """main/ and main-r2/, main-r3/... (REPEAT): per target x workload the
+    row of the median round by req/s, with every round's req/s in
+    row["rounds"]."""
+    tables = [load_tsv("main")[0]]
+    for d in sorted(glob.glob(os.path.join(out_dir, "main-r*")),
+                    key=lambda d: int(d.rsplit("-r", 1)[1]) if d.rsplit("-r", 1)[1].isdigit() else 0):
+        if os.path.isdir(d):
+            tables.append(load_tsv(os.path.basename(d))[0])
+    merged = {}
+    for key in set().union(*tables):
+        rows = [t[key] for t in tables if key in t]
+        good = sorted((r for r in rows if ok(r)), key=lambda r: float(r["rps"]))
+        best = dict(good[(len(good) - 1) // 2]) if good else dict(rows[0])
+        best["rounds"] = [float(r["rps"]) for r in good]
+        merged[key] = best
+    return merged, len(tables)
+
+
+main, ROUNDS = load_rounds()
+main_md = load_tsv("main")[1]
 run_dir = slurp(os.path.join(out_dir, "main", "rundir"))
 sweep = {}  # (target, path, conns) -> row
 for c in SWEEP_CONNS:
     rows, _ = load_tsv("sweep-c%d" % c)
     for (t, w), r in rows.items():
         sweep[(t, w, c)] = r
-
-
-def ok(r):
-    return r is not None and r["status"] == "ok" and r["rps"] not in ("", None)
 
 
 def rps(t, w, table=None):
@@ -284,7 +304,9 @@ p("")
 
 p("## Results")
 p("")
-p("req/s, and latency p50 / p99 in ms (wrk's histogram, closed loop).")
+p("req/s, and latency p50 / p99 in ms (wrk's histogram, closed loop)%s." % (
+  "; each cell is the median of %d rounds over all targets (the round with the median req/s)"
+  % ROUNDS if ROUNDS > 1 else ""))
 p("")
 hdr = ["target"]
 for w, label in WORKLOADS:

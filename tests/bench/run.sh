@@ -13,6 +13,10 @@
 #
 # Run as root on Debian 12, on an otherwise idle machine. Knobs (environment):
 #   DURATION=8 WARMUP=2     seconds of each measured / warm-up wrk run
+#   REPEAT=1                rounds of the harness over all targets; with more,
+#                           each row is the median round (rounds interleave
+#                           the targets, so slow drifts of the machine hit
+#                           them alike)
 #   TARGETS="..."           a subset of the harness targets (default: all)
 #   SWEEP_CONNS="16 64 256 1024"   ("" skips the sweep)
 #   DOCS_DIR=<repo>/docs    where the report and the plot go
@@ -28,7 +32,7 @@ PEERS=$BENCH_DIR/peers
 BUILD=$TOP/build-bench
 
 ALL_TARGETS="nginx-static libfcgi-c php-fpm uwsgi uwsgi-gevent gunicorn-sync gunicorn-gthread gunicorn-gevent fcgate-sync fcgate-threads fcgate-async fcgate-sync-keepalive fcgate-threads-keepalive fcgate-async-keepalive"
-: "${DURATION:=8}" "${WARMUP:=2}" "${TARGETS:=$ALL_TARGETS}" "${NO_INSTALL:=0}"
+: "${DURATION:=8}" "${WARMUP:=2}" "${TARGETS:=$ALL_TARGETS}" "${NO_INSTALL:=0}" "${REPEAT:=1}"
 : "${SWEEP_CONNS=16 64 256 1024}" "${DOCS_DIR:=$TOP/docs}"
 : "${OUT_DIR:=/tmp/fcgate-bench.$(date -u +%Y%m%dT%H%M%SZ)}"
 export DURATION WARMUP NO_INSTALL
@@ -129,6 +133,12 @@ main() {
   # shellcheck disable=SC2086
   harness main -- $TARGETS || failed=1
   ls "$OUT_DIR"/main/*.tsv > /dev/null 2>&1 || die "the harness wrote no results (log: $OUT_DIR/main.log)"
+  local i
+  for ((i = 2; i <= REPEAT; i++)); do
+    log "harness, round $i of $REPEAT: $TARGETS"
+    # shellcheck disable=SC2086
+    harness "main-r$i" NO_INSTALL=1 -- $TARGETS || failed=1
+  done
 
   local c
   if ((${#fc_targets[@]})) && [[ -n $SWEEP_CONNS ]]; then
@@ -139,7 +149,7 @@ main() {
   fi
 
   log "writing $DOCS_DIR/BENCHMARKS.md"
-  STARTED_UTC=$started ELAPSED=$((SECONDS - t0)) TARGETS="$TARGETS" SWEEP_CONNS="$SWEEP_CONNS" \
+  STARTED_UTC=$started ELAPSED=$((SECONDS - t0)) TARGETS="$TARGETS" SWEEP_CONNS="$SWEEP_CONNS" REPEAT="$REPEAT" \
     FC_TARGETS="${fc_targets[*]}" ALL_TARGETS="$ALL_TARGETS" BUILD_DIR="$BUILD" TOP="$TOP" \
     /usr/bin/python3 "$BENCH_DIR/report.py" "$OUT_DIR" "$DOCS_DIR" ||
     die "report failed"
