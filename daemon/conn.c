@@ -61,13 +61,18 @@ static int end_aborted(struct conn *c, uint16_t id)
 }
 
 /* Half-close first so nginx reads a clean EOF rather than a reset when
- * bytes it sent are still unread here. */
+ * bytes it sent may still be unread here. After a request the peer did
+ * not ask to keep the connection for, everything it sent has been read
+ * (the empty STDIN record was its last): a plain close is as clean, and
+ * two system calls per request cheaper. */
 static void conn_close(struct conn *c)
 {
     char sink[4096];
-    shutdown(c->fd, SHUT_WR);
-    while (recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
-        ;
+    if (!c->all_read) {
+        shutdown(c->fd, SHUT_WR);
+        while (recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+            ;
+    }
     close(c->fd);
     c->fd = -1;
 }
@@ -142,6 +147,8 @@ enum conn_result conn_serve(struct conn *c)
             if (!body.too_big && codec_buf_append(&body.buf, "", 1) == 0)
                 body.buf.len--;
             keep = request_run(c, ev.id, &body) == 0 && c->codec.keep_conn;
+            c->all_read = !c->codec.keep_conn && off == have && c->codec.rs == REC_HEADER &&
+                          c->codec.hdr_have == 0; /* not even its padding is due */
             c->served++;
             codec_request_done(&c->codec);
             if (body.buf.cap > READ_BUF * 4)

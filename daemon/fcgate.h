@@ -139,6 +139,7 @@ struct conn {
     char what[128];                     /* "METHOD /path" of the last request started */
     uint64_t req_start_ms;              /* when the running request started */
     int cancelled;                      /* async: over `timeout`; its waits fail */
+    int all_read;                       /* closing: the peer sent nothing more (conn_close) */
     unsigned long served;               /* requests answered on this connection */
     struct conn *park_prev, *park_next; /* blocking engines' parked list */
     int parked;                         /* on it (under the worker's park_mu) */
