@@ -305,7 +305,8 @@ p("")
 p("## Results")
 p("")
 p("req/s, and latency p50 / p99 in ms (wrk's histogram, closed loop)%s." % (
-  "; each cell is the median of %d rounds over all targets (the round with the median req/s)"
+  "; each cell is the median of %d rounds over all targets (the round with the median req/s; "
+  "the slower middle one for an even count)"
   % ROUNDS if ROUNDS > 1 else ""))
 p("")
 hdr = ["target"]
