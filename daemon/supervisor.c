@@ -52,6 +52,7 @@ struct proc {
     uint64_t started_ms;
     uint64_t term_ms;  /* TERM sent (graceful): kill after graceful_timeout */
     uint64_t abort_ms; /* SIGABRT sent (timeout): SIGKILL after ABORT_GRACE_MS */
+    size_t timed_out;  /* 1 + the scoreboard slot over `timeout`; 0: none */
     int ready;
 };
 
@@ -235,9 +236,14 @@ static void stop_all(int how, int code, uint64_t now);
 
 /* The request a dead worker was running when it died: the slot its
  * crash handler marked, else the (first) one busy. */
-static const struct score_slot *blame(const struct generation *g, size_t index)
+static const struct score_slot *blame(const struct generation *g, const struct proc *p)
 {
     const struct score_slot *busy = NULL;
+    size_t index = p->index;
+    /* Killed for a request over `timeout`: that request, whichever of the
+     * worker's threads the signal happened to interrupt. */
+    if (p->timed_out)
+        return scoreboard_slot(&g->sb, index, p->timed_out - 1);
     for (size_t t = 0; t < g->sb.per_worker; t++) {
         const struct score_slot *s = scoreboard_slot(&g->sb, index, t);
         if (atomic_load(&s->crashed) && atomic_load(&s->start_ms))
@@ -301,7 +307,7 @@ static void on_exit_proc(struct proc *p, int status, uint64_t now)
     } else if (clean) {
         log_info("worker %zu (pid %d) exited; replacing it", dead.index, (int)dead.pid);
     } else {
-        const struct score_slot *s = blame(g, dead.index);
+        const struct score_slot *s = blame(g, &dead);
         if (s)
             log_error("worker %zu (pid %d) %s while serving %s %s; respawning", dead.index,
                       (int)dead.pid, how, s->method, s->path);
@@ -456,6 +462,7 @@ static void check_timeouts(uint64_t now)
                           timeout);
                 kill(p->pid, SIGABRT);
                 p->abort_ms = now;
+                p->timed_out = t + 1;
                 break;
             }
         }
