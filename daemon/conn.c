@@ -177,6 +177,13 @@ enum conn_result conn_serve(struct conn *c)
     return CONN_CLOSED;
 }
 
+static void free_buffers(struct conn *c)
+{
+    codec_free(&c->codec);
+    codec_buf_free(&c->wire);
+    codec_buf_free(&c->head);
+}
+
 int conn_stop_idle(const struct conn *c, int idle)
 {
     if (idle == CONN_BUSY || !atomic_load(&c->w->stopping))
@@ -199,9 +206,7 @@ enum conn_result conn_leave(struct conn *c)
         close(c->fd);
         c->fd = -1;
         atomic_fetch_add(&c->w->handed_over, 1);
-        codec_free(&c->codec);
-        codec_buf_free(&c->wire);
-        codec_buf_free(&c->head);
+        free_buffers(c);
         return CONN_HANDED_OFF;
     }
     conn_discard(c);
@@ -226,7 +231,7 @@ void conn_pass_on_pending(struct worker *w)
         close(fd);
     }
     for (size_t i = 0; i < w->nlisten; i++) {
-        while (n++ < 2048 && (fd = accept4(w->listen_fds[i], NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+        while (n++ < 2048 && (fd = conn_accept(w->listen_fds[i], 0)) >= 0) {
             if (handoff_send(w->handoff, fd, 0) < 0)
                 shutdown(fd, SHUT_RDWR); /* refused, as a full backlog would */
             close(fd);
@@ -236,8 +241,6 @@ void conn_pass_on_pending(struct worker *w)
 
 void conn_discard(struct conn *c)
 {
-    codec_free(&c->codec);
-    codec_buf_free(&c->wire);
-    codec_buf_free(&c->head);
+    free_buffers(c);
     conn_close(c);
 }

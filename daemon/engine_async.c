@@ -289,22 +289,21 @@ static void conn_main(void *p)
 
 /* The listen sockets and the hand-over pair (connections that retiring
  * workers pass on) are in the set while there is room for connections. */
+static void watch_intake(struct loop *L, int fd, struct src *src, int on)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = src};
+    if (fd >= 0)
+        epoll_ctl(L->ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, on ? &ev : NULL);
+}
+
 static void set_accepting(struct loop *L, int on)
 {
     if (L->accepting == on)
         return;
-    for (size_t i = 0; i <= L->w->nlisten; i++) {
-        int fd = i < L->w->nlisten ? L->w->listen_fds[i] : L->w->handoff ? L->w->handoff->rx : -1;
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
-                                 .data.ptr =
-                                     i < L->w->nlisten ? &L->listen_src[i] : &L->handoff_src};
-        if (fd < 0)
-            continue;
-        if (on)
-            epoll_ctl(L->ep, EPOLL_CTL_ADD, fd, &ev);
-        else
-            epoll_ctl(L->ep, EPOLL_CTL_DEL, fd, NULL);
-    }
+    for (size_t i = 0; i < L->w->nlisten; i++)
+        watch_intake(L, L->w->listen_fds[i], &L->listen_src[i], on);
+    if (L->w->handoff)
+        watch_intake(L, L->w->handoff->rx, &L->handoff_src, on);
     L->accepting = on;
 }
 

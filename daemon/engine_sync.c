@@ -132,6 +132,16 @@ static const struct conn_io blocking_io = {
 #define DRAIN_HANDING 1 /* intake stopped, idle connections handed over */
 #define DRAIN_CLOSING 2 /* intake stopped, idle kept-alive ones woken to close */
 
+static int watch(struct worker *w, int fd, uint64_t tag, uint32_t flags)
+{
+    struct epoll_event ev = {.events = EPOLLIN | flags, .data.u64 = tag};
+    if (fd >= 0 && epoll_ctl(w->park_ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        log_error("epoll_ctl: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 int engine_sync_park_init(struct worker *w)
 {
     w->parked = w->left = NULL;
@@ -145,21 +155,12 @@ int engine_sync_park_init(struct worker *w)
     /* The listen sockets and the hand-over pair are shared with the other
      * workers (EPOLLEXCLUSIVE); the stop eventfd is the worker's own, and
      * level-triggered: once set it wakes every thread. */
-    for (size_t i = 0; i <= w->nlisten + 1; i++) {
-        int fd = i < w->nlisten ? w->listen_fds[i] : i == w->nlisten ? w->stop_fd : -1;
-        uint64_t tag = i < w->nlisten ? i : i == w->nlisten ? STOP_TAG : HANDOFF_TAG;
-        if (tag == HANDOFF_TAG && w->handoff)
-            fd = w->handoff->rx;
-        if (fd < 0)
-            continue;
-        struct epoll_event ev = {.events = EPOLLIN | (tag == STOP_TAG ? 0 : EPOLLEXCLUSIVE),
-                                 .data.u64 = tag};
-        if (epoll_ctl(w->park_ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
-            log_error("epoll_ctl: %s", strerror(errno));
-            return -1;
-        }
-    }
-    return 0;
+    int rc = watch(w, w->stop_fd, STOP_TAG, 0);
+    for (size_t i = 0; i < w->nlisten; i++)
+        rc |= watch(w, w->listen_fds[i], i, EPOLLEXCLUSIVE);
+    if (w->handoff)
+        rc |= watch(w, w->handoff->rx, HANDOFF_TAG, EPOLLEXCLUSIVE);
+    return rc;
 }
 
 static void park_unlink(struct worker *w, struct conn *c)

@@ -942,6 +942,11 @@ class TestCase(unittest.TestCase):
     start_nginx register the process for stopping and its log for printing
     if the test fails."""
 
+    def assertAllGone(self, pids, timeout=10.0):
+        """Every pid in pids exits within timeout."""
+        gone = wait_until(lambda: not any(pid_alive(p) for p in pids), timeout)
+        self.assertTrue(gone, "still alive: %s" % [p for p in pids if pid_alive(p)])
+
     def run(self, result=None):
         if result is None:
             return super().run(result)

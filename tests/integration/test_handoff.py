@@ -57,10 +57,22 @@ class Idle:
 
 class HandoffTest(harness.TestCase):
 
-    def start(self, **overrides):
+    def start(self, idle=True, **overrides):
+        """fcgate (2 workers) behind nginx with keepalive 16; with idle,
+        also RAW idle connections (closed at the end). Returns fcgate,
+        nginx, the workers and the Idle connections."""
         fc = self.fcgate("bench", workers=2, **overrides)
         ng = self.nginx(fc, keepalive=16)
-        return fc, ng
+        workers = fc.wait_workers(2)
+        raw = None
+        if idle:
+            raw = Idle(fc)
+            self.addCleanup(raw.close)
+        return fc, ng, workers, raw
+
+    def post_load(self, ng, paths=("/hello",) * 4, **kw):
+        """A POST load on kept-alive client connections through ng."""
+        return harness.Load(ng.port, paths=paths, **POST, **kw)
 
     def assertNoFailures(self, load, least=100):
         self.assertGreaterEqual(load.total(), least, "the load loop barely ran: " + load.summary())
@@ -69,16 +81,9 @@ class HandoffTest(harness.TestCase):
     def handed_over(self, fc):
         return sum(int(n) for n in re.findall(r"handed (\d+) idle connections? over", fc.log()))
 
-    def assertAllGone(self, pids, timeout=10.0):
-        gone = harness.wait_until(lambda: not any(harness.pid_alive(p) for p in pids), timeout)
-        self.assertTrue(gone, "still alive: %s" % [p for p in pids if harness.pid_alive(p)])
-
     def test_ten_hups_with_upstream_keepalive_fail_no_post(self):
-        fc, ng = self.start()
-        first = fc.wait_workers(2)
-        idle = Idle(fc)
-        self.addCleanup(idle.close)
-        with harness.Load(ng.port, paths=["/hello"] * 4 + ["/sleep?ms=5"] * 2, **POST) as load:
+        fc, ng, first, idle = self.start()
+        with self.post_load(ng, paths=["/hello"] * 4 + ["/sleep?ms=5"] * 2) as load:
             self.assertTrue(load.wait_requests(100), "no load before the reloads")
             for _ in range(10):
                 os.kill(fc.pid, signal.SIGHUP)
@@ -94,9 +99,8 @@ class HandoffTest(harness.TestCase):
         self.assertEqual(fc.stop(), 0)
 
     def test_max_requests_with_upstream_keepalive_fails_no_post(self):
-        fc, ng = self.start(max_requests=50, max_requests_jitter=10)
-        with harness.Load(ng.port, paths=["/hello"] * 4, max_requests=1000, max_seconds=30,
-                          **POST) as load:
+        fc, ng, _, _ = self.start(idle=False, max_requests=50, max_requests_jitter=10)
+        with self.post_load(ng, max_requests=1000, max_seconds=30) as load:
             while any(t.is_alive() for t in load.threads):
                 time.sleep(0.05)
         report("recycling (max_requests 50+10)", load)
@@ -106,11 +110,8 @@ class HandoffTest(harness.TestCase):
         self.assertEqual(fc.stop(), 0)
 
     def test_ttou_with_upstream_keepalive_fails_no_post(self):
-        fc, ng = self.start()
-        two = fc.wait_workers(2)
-        idle = Idle(fc)
-        self.addCleanup(idle.close)
-        with harness.Load(ng.port, paths=["/hello"] * 4, **POST) as load:
+        fc, ng, two, idle = self.start()
+        with self.post_load(ng) as load:
             self.assertTrue(load.wait_requests(100))
             held = harness.pids_holding_connections(two, fc.sock_path)
             os.kill(fc.pid, signal.SIGTTOU)
@@ -130,11 +131,8 @@ class HandoffTest(harness.TestCase):
         self.assertEqual(fc.stop(), 0)
 
     def test_hup_into_another_mode_moves_the_connections_across(self):
-        fc, ng = self.start()
-        first = fc.wait_workers(2)
-        idle = Idle(fc)
-        self.addCleanup(idle.close)
-        with harness.Load(ng.port, paths=["/hello"] * 4, **POST) as load:
+        fc, ng, first, idle = self.start()
+        with self.post_load(ng) as load:
             self.assertTrue(load.wait_requests(100))
             fc.settings["mode"] = OTHER_MODE
             fc.write_config()
@@ -149,11 +147,8 @@ class HandoffTest(harness.TestCase):
         self.assertEqual(fc.stop(), 0)
 
     def test_usr2_with_upstream_keepalive_fails_no_post(self):
-        fc, ng = self.start()
-        old_workers = fc.wait_workers(2)
-        idle = Idle(fc)
-        self.addCleanup(idle.close)
-        with harness.Load(ng.port, paths=["/hello"] * 4, **POST) as load:
+        fc, ng, old_workers, idle = self.start()
+        with self.post_load(ng) as load:
             self.assertTrue(load.wait_requests(100))
             os.kill(fc.pid, signal.SIGUSR2)
             m = fc.wait_log(r"USR2: started the new master, pid (\d+)", 5)
@@ -170,11 +165,8 @@ class HandoffTest(harness.TestCase):
         self.assertTrue(new.stop(timeout=10), "the new master did not stop on TERM")
 
     def test_stop_closes_kept_connections_instead_of_handing_them_to_nobody(self):
-        fc, ng = self.start(graceful_timeout=20)
-        workers = fc.wait_workers(2)
-        idle = Idle(fc)
-        self.addCleanup(idle.close)
-        with harness.Load(ng.port, paths=["/hello"] * 4, **POST) as load:
+        fc, ng, workers, idle = self.start(graceful_timeout=20)
+        with self.post_load(ng) as load:
             self.assertTrue(load.wait_requests(100))
         t0 = time.monotonic()
         self.assertEqual(fc.stop(), 0)

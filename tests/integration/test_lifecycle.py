@@ -42,10 +42,6 @@ class LifecycleTest(harness.TestCase):
         self.assertGreaterEqual(load.total(), least, "the load loop barely ran: " + load.summary())
         self.assertEqual(load.failed(), 0, load.summary())
 
-    def assertAllGone(self, pids, timeout=10.0):
-        gone = harness.wait_until(lambda: not any(harness.pid_alive(p) for p in pids), timeout)
-        self.assertTrue(gone, "still alive: %s" % [p for p in pids if harness.pid_alive(p)])
-
     def assertOnlyLostWithTheWorker(self, load, t0, t1):
         """A worker dies between t0 and t1 (its request sent, its 502 back).
         In sync mode it was serving nothing else: no load request may fail.
