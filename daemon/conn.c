@@ -1,41 +1,108 @@
 /*
- * conn.c - one FastCGI connection: bytes from the engine through the codec
- * to requests, responses back.
+ * conn.c - one FastCGI connection: bytes from the socket through the
+ * codec to requests, responses back.
  *
  * A request runs only once its body is complete (the empty STDIN record),
  * so every body is drained before the next request on a kept-alive
  * connection, and the app never waits on nginx while it runs. A body over
- * limits.max_body_bytes is read and discarded: the app sees ETOOBIG and
- * answers 413 on a connection that is still in sync.
+ * max_body_bytes is read and discarded: the app sees ETOOBIG and answers
+ * 413 on a connection that is still in sync.
+ *
+ * Sockets are never waited on here: a read or write that would block asks
+ * the engine's wait (a blocking poll, or a coroutine switch). Between
+ * requests nothing waits at all: conn_serve returns CONN_IDLE and the
+ * engine decides (park the connection, or let it go when stopping).
  */
 #include "fcgate.h"
 #include "log.h"
 
 #include <errno.h>
 #include <fastcgi.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* One read's worth. Allocated while a request is being read, not on the
+ * stack (a coroutine's may be small) nor kept by idle connections. */
 #define READ_BUF 16384
 
-static int send_pending(struct conn *c)
+static struct conn *chan_conn(struct req_chan *ch)
 {
-    struct codec_buf *out = &c->codec.out;
-    if (out->len == 0)
-        return 0;
-    int rc = c->io->write(c, out->data, out->len);
-    out->len = 0;
-    return rc;
+    return (struct conn *)((char *)ch - offsetof(struct conn, ch));
 }
 
-static void body_reset(struct request_body *b, const struct conn *c)
+static int send_all(struct conn *c, const void *buf, size_t len)
 {
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0) {
+            p += n;
+            len -= (size_t)n;
+        } else if (errno == EAGAIN) {
+            if (c->ops->wait(c, POLLOUT) < 0)
+                return -1;
+        } else if (errno != EINTR) {
+            return -1; /* EPIPE, ECONNRESET: nginx closed; the client is gone */
+        }
+    }
+    return 0;
+}
+
+/* ---- the request side: writes go to the socket, waits to the engine ---- */
+
+static int chan_write(struct req_chan *ch, const void *buf, size_t len)
+{
+    return send_all(chan_conn(ch), buf, len);
+}
+
+static int chan_sleep(struct req_chan *ch, unsigned ms)
+{
+    struct conn *c = chan_conn(ch);
+    return c->ops->sleep(c, ms);
+}
+
+static int chan_wait_fd(struct req_chan *ch, int fd, short events, int timeout_ms)
+{
+    struct conn *c = chan_conn(ch);
+    return c->ops->wait_fd(c, fd, events, timeout_ms);
+}
+
+static int chan_db(struct req_chan *ch, int (*fn)(sqlite3 *db, void *arg), void *arg)
+{
+    struct conn *c = chan_conn(ch);
+    return c->ops->db(c, fn, arg);
+}
+
+static const struct req_io chan_io = {
+    .write = chan_write,
+    .sleep = chan_sleep,
+    .wait_fd = chan_wait_fd,
+    .db = chan_db,
+};
+
+void conn_init(struct conn *c, int fd, const struct conn_ops *ops, const struct conn_env *env,
+               int kept)
+{
+    memset(c, 0, sizeof(*c));
+    c->fd = fd;
+    c->ops = ops;
+    c->env = env;
+    c->ch.io = &chan_io;
+    c->ch.app = &env->app;
+    c->served = (unsigned long)kept; /* kept: between requests, not fresh */
+    codec_init(&c->ch.codec, &env->limits);
+}
+
+static void body_reset(struct conn *c)
+{
+    struct request_body *b = &c->body;
     b->buf.len = 0;
     b->too_big = 0;
-    b->limit = c->w->cfg->max_body_bytes;
-    const char *cl = codec_param(&c->codec, "CONTENT_LENGTH");
+    b->limit = c->env->max_body_bytes;
+    const char *cl = codec_param(&c->ch.codec, "CONTENT_LENGTH");
     /* Refuse early on the declared length; the bytes are still drained. */
     if (cl && *cl && strtoull(cl, NULL, 10) > b->limit)
         b->too_big = 1;
@@ -51,112 +118,117 @@ static void body_add(struct request_body *b, const uint8_t *p, size_t n)
     }
 }
 
+static int send_pending(struct conn *c)
+{
+    struct codec_buf *out = &c->ch.codec.out;
+    if (out->len == 0)
+        return 0;
+    int rc = send_all(c, out->data, out->len);
+    out->len = 0;
+    return rc;
+}
+
 /* The reply to an aborted request: nothing more for it (spec 5.4). */
 static int end_aborted(struct conn *c, uint16_t id)
 {
-    c->wire.len = 0;
-    if (codec_put_end(&c->wire, id, 0, FCGI_REQUEST_COMPLETE) < 0)
+    struct codec_buf *w = &c->ch.wire;
+    w->len = 0;
+    if (codec_put_end(w, id, 0, FCGI_REQUEST_COMPLETE) < 0)
         return -1;
-    return c->io->write(c, c->wire.data, c->wire.len);
+    return send_all(c, w->data, w->len);
 }
 
-/* Half-close first so nginx reads a clean EOF rather than a reset when
- * bytes it sent may still be unread here. After a request the peer did
- * not ask to keep the connection for, everything it sent has been read
- * (the empty STDIN record was its last): a plain close is as clean, and
- * two system calls per request cheaper. */
-static void conn_close(struct conn *c)
+enum fill_result { FILL_OK, FILL_IDLE, FILL_EOF, FILL_ERROR };
+
+/* More bytes into rbuf. Between requests an empty socket is FILL_IDLE;
+ * inside one the engine waits. */
+static enum fill_result fill(struct conn *c)
 {
-    char sink[4096];
-    if (!c->all_read) {
-        shutdown(c->fd, SHUT_WR);
-        while (recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
-            ;
+    if (!c->rbuf && !(c->rbuf = malloc(READ_BUF))) {
+        log_error("out of memory reading a request; closing the connection");
+        return FILL_ERROR;
     }
-    close(c->fd);
-    c->fd = -1;
-}
-
-int conn_accept(int lfd, int flags)
-{
-    int fd = accept4(lfd, NULL, NULL, flags | SOCK_CLOEXEC);
-    if (fd >= 0)
-        return fd;
-    if (errno == EMFILE || errno == ENFILE) {
-        /* The listen socket stays readable: the caller must pause, not spin. */
-        log_error("accept: %s; pausing", strerror(errno));
-        return CONN_ACCEPT_NOFD;
+    for (;;) {
+        ssize_t n = recv(c->fd, c->rbuf, READ_BUF, MSG_DONTWAIT);
+        if (n > 0) {
+            c->roff = 0;
+            c->rhave = (size_t)n;
+            return FILL_OK;
+        }
+        if (n == 0 || errno == ECONNRESET)
+            return FILL_EOF;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            return FILL_ERROR;
+        if (c->ch.codec.rq == RQ_IDLE) {
+            free(c->rbuf);
+            c->rbuf = NULL;
+            return FILL_IDLE;
+        }
+        if (c->ops->wait(c, POLLIN) < 0)
+            return FILL_ERROR;
     }
-    if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-        log_error("accept: %s", strerror(errno));
-    return -1;
 }
 
-void conn_init(struct conn *c)
+/* The body is complete: run the request. Whether to keep the connection. */
+static int run_request(struct conn *c, uint16_t id)
 {
-    codec_init(&c->codec, &c->w->limits);
+    struct request_body *b = &c->body;
+    /* NUL-terminated for fcgate_read_all, not counted in len. */
+    if (!b->too_big && codec_buf_append(&b->buf, "", 1) == 0)
+        b->buf.len--;
+    struct codec *k = &c->ch.codec;
+    int keep = request_run(&c->ch, id, b) == REQ_ANSWERED && k->keep_conn;
+    c->all_read = !k->keep_conn && c->roff == c->rhave && k->rs == REC_HEADER &&
+                  k->hdr_have == 0; /* not even its padding is due */
+    c->served++;
+    codec_request_done(k);
+    if (b->buf.cap > READ_BUF * 4)
+        codec_buf_free(&b->buf);
+    return keep;
 }
 
 enum conn_result conn_serve(struct conn *c)
 {
-    uint8_t buf[READ_BUF];
-    size_t have = 0, off = 0;
-    struct request_body body = {0};
-    int keep = 1;
-
-    while (keep) {
-        if (off == have) {
-            int idle = c->codec.rq != RQ_IDLE ? CONN_BUSY
-                       : c->served            ? CONN_IDLE_KEPT
-                                              : CONN_IDLE_FRESH;
-            ssize_t n = c->io->read(c, buf, sizeof(buf), idle);
-            if (n == CONN_READ_PARK || n == CONN_READ_STOP) {
-                /* Idle, nothing buffered: the state is all in c. */
-                codec_buf_free(&body.buf);
-                return n == CONN_READ_PARK ? CONN_PARKED : conn_leave(c);
-            }
-            if (n == 0) {
-                const char *why = codec_eof(&c->codec);
+    struct codec *k = &c->ch.codec;
+    for (;;) {
+        if (c->roff == c->rhave) {
+            enum fill_result f = fill(c);
+            if (f == FILL_IDLE)
+                return CONN_IDLE;
+            if (f == FILL_EOF) {
+                const char *why = codec_eof(k);
                 if (why)
                     log_warn("protocol error, closing connection: %s", why);
-                break;
             }
-            if (n < 0)
+            if (f != FILL_OK)
                 break;
-            have = (size_t)n;
-            off = 0;
         }
         struct codec_event ev;
         size_t used;
-        enum codec_event_type t = codec_next(&c->codec, buf + off, have - off, &used, &ev);
-        off += used;
+        enum codec_event_type t = codec_next(k, c->rbuf + c->roff, c->rhave - c->roff, &used, &ev);
+        c->roff += used;
         if (send_pending(c) < 0)
             break;
+        int keep = 1;
         switch (t) {
         case CODEC_NEED_MORE:
         case CODEC_BEGIN:
             break;
         case CODEC_PARAMS:
-            body_reset(&body, c);
+            body_reset(c);
             break;
         case CODEC_STDIN:
-            body_add(&body, ev.data, ev.len);
+            body_add(&c->body, ev.data, ev.len);
             break;
         case CODEC_STDIN_END:
-            /* NUL-terminated for fcgate_read_all, not counted in len. */
-            if (!body.too_big && codec_buf_append(&body.buf, "", 1) == 0)
-                body.buf.len--;
-            keep = request_run(c, ev.id, &body) == 0 && c->codec.keep_conn;
-            c->all_read = !c->codec.keep_conn && off == have && c->codec.rs == REC_HEADER &&
-                          c->codec.hdr_have == 0; /* not even its padding is due */
-            c->served++;
-            codec_request_done(&c->codec);
-            if (body.buf.cap > READ_BUF * 4)
-                codec_buf_free(&body.buf);
-            break;
+            if (!run_request(c, ev.id))
+                goto close;
+            return CONN_SERVED;
         case CODEC_ABORT:
             keep = end_aborted(c, ev.id) == 0 && ev.keep_conn;
-            codec_request_done(&c->codec);
+            codec_request_done(k);
             break;
         case CODEC_REJECTED:
             keep = ev.keep_conn;
@@ -166,81 +238,63 @@ enum conn_result conn_serve(struct conn *c)
             keep = 0;
             break;
         }
-        /* Stopping with nobody to hand over to: close between requests
-         * (with a hand-over, the next read says CONN_READ_STOP). */
-        if (keep && atomic_load(&c->w->stopping) && c->codec.rq == RQ_IDLE && off == have &&
-            !handoff_is_open(c->w->handoff))
-            keep = 0;
+        if (!keep)
+            break;
     }
-    codec_buf_free(&body.buf);
-    conn_discard(c);
+close:
+    conn_close(c);
     return CONN_CLOSED;
+}
+
+int conn_at_boundary(const struct conn *c)
+{
+    const struct codec *k = &c->ch.codec;
+    return k->rq == RQ_IDLE && k->rs == REC_HEADER && k->hdr_have == 0 && !k->failed &&
+           c->roff == c->rhave;
+}
+
+int conn_buffered(const struct conn *c)
+{
+    return c->roff < c->rhave;
 }
 
 static void free_buffers(struct conn *c)
 {
-    codec_free(&c->codec);
-    codec_buf_free(&c->wire);
-    codec_buf_free(&c->head);
+    codec_free(&c->ch.codec);
+    codec_buf_free(&c->ch.wire);
+    codec_buf_free(&c->ch.head);
+    codec_buf_free(&c->body.buf);
+    free(c->rbuf);
+    c->rbuf = NULL;
+    c->roff = c->rhave = 0;
 }
 
-int conn_stop_idle(const struct conn *c, int idle)
+/* Half-close first so nginx reads a clean EOF rather than a reset when
+ * bytes it sent may still be unread here. After a request the peer did
+ * not ask to keep the connection for, everything it sent has been read
+ * (the empty STDIN record was its last): a plain close is as clean, and
+ * two system calls per request cheaper. */
+void conn_close(struct conn *c)
 {
-    if (idle == CONN_BUSY || !atomic_load(&c->w->stopping))
-        return 0;
-    return idle == CONN_IDLE_KEPT || handoff_is_open(c->w->handoff);
-}
-
-/* Between records, nothing of the next one read: the connection can move. */
-static int at_boundary(const struct codec *k)
-{
-    return k->rq == RQ_IDLE && k->rs == REC_HEADER && k->hdr_have == 0 && !k->failed;
-}
-
-enum conn_result conn_leave(struct conn *c)
-{
-    if (at_boundary(&c->codec) && handoff_send(c->w->handoff, c->fd, c->served > 0) == 0) {
-        /* Closing our copy leaves the socket open: it is in flight to,
-         * or already with, another worker. No shutdown, which would act
-         * on the shared socket. */
-        close(c->fd);
-        c->fd = -1;
-        atomic_fetch_add(&c->w->handed_over, 1);
-        free_buffers(c);
-        return CONN_HANDED_OFF;
-    }
-    conn_discard(c);
-    return CONN_CLOSED;
-}
-
-/* EPOLLEXCLUSIVE wakes one of the workers watching a socket, and may pick
- * one that is stopping: it ignores the event, and the others are not told
- * until the next one. So once a stopping worker has taken the listen
- * sockets and the pair out of its epoll set, it passes on what may have
- * woken it: pending connections are accepted and handed over fresh, and
- * pending hand-overs are sent again, which wakes a worker that stays.
- * Bounded, in case two stopping workers pass the same ones back and
- * forth. */
-void conn_pass_on_pending(struct worker *w)
-{
-    int kept, fd, n = 0;
-    if (!handoff_is_open(w->handoff))
-        return;
-    while (n++ < 1024 && (fd = handoff_recv(w->handoff, &kept, -1)) >= 0) {
-        handoff_send(w->handoff, fd, kept);
-        close(fd);
-    }
-    for (size_t i = 0; i < w->nlisten; i++) {
-        while (n++ < 2048 && (fd = conn_accept(w->listen_fds[i], 0)) >= 0) {
-            if (handoff_send(w->handoff, fd, 0) < 0)
-                shutdown(fd, SHUT_RDWR); /* refused, as a full backlog would */
-            close(fd);
-        }
-    }
-}
-
-void conn_discard(struct conn *c)
-{
+    char sink[4096];
     free_buffers(c);
-    conn_close(c);
+    if (c->fd < 0)
+        return;
+    if (!c->all_read) {
+        shutdown(c->fd, SHUT_WR);
+        while (recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+            ;
+    }
+    close(c->fd);
+    c->fd = -1;
+}
+
+/* No shutdown: it would act on the socket that another process now has. */
+void conn_detach(struct conn *c)
+{
+    if (c->ops->unwatch)
+        c->ops->unwatch(c);
+    free_buffers(c);
+    close(c->fd);
+    c->fd = -1;
 }

@@ -33,11 +33,13 @@
 #define STACK_CACHE 256
 #define ACCEPT_BURST 64
 
-enum src_kind { SRC_LISTEN, SRC_HANDOFF, SRC_STOP, SRC_POOL, SRC_CONN, SRC_WAITFD };
+#define NOFD_PAUSE_US 100000
+
+enum src_kind { SRC_INTAKE, SRC_STOP, SRC_POOL, SRC_CONN, SRC_WAITFD };
 
 struct src {
     enum src_kind kind;
-    size_t index; /* SRC_LISTEN */
+    size_t index; /* SRC_INTAKE: the source (intake.c) */
 };
 
 struct aconn {
@@ -47,7 +49,7 @@ struct aconn {
     struct coro co;
     struct loop *L;
     uint32_t want;  /* EPOLLIN / EPOLLOUT the coroutine waits for, 0: none */
-    int idle_wait;  /* waiting for a request (enum conn_idle): may be told to stop */
+    int idle_wait;  /* waiting for its next request: may be told to leave */
     int waiting_fd; /* parked in fcgate_wait_fd */
     int fd_ready;
     uint64_t deadline; /* timer (monotonic us), when heap_idx is set */
@@ -62,12 +64,14 @@ struct loop {
     struct score_slot *slot;
     int ep;
     struct coro main;
-    struct src listen_src[CONFIG_MAX_LISTEN], handoff_src, stop_src, pool_src;
+    struct src intake_src[CONFIG_MAX_LISTEN + 1], stop_src, pool_src;
     struct blocking_pool pool;
     struct aconn *conns, *free_list;
+    struct aconn *retired; /* finished during this batch of events */
     size_t nconns, nfree, max_conns;
     size_t stack_size;
     int accepting, stopping;
+    uint64_t accept_retry_us; /* out of descriptors: accept again then, 0: not paused */
     struct aconn **heap;
     size_t nheap, capheap;
     uint64_t next_timeout_check;
@@ -142,7 +146,7 @@ static void yield(struct aconn *a)
     coro_switch(&a->co, &a->L->main);
 }
 
-static void conn_free(struct loop *L, struct aconn *a);
+static void conn_retire(struct loop *L, struct aconn *a);
 
 /* Runs a until it waits again; warns when it held the loop too long (the
  * equivalent of gevent's blocking detector: a handler that waits without
@@ -151,8 +155,8 @@ static void resume(struct loop *L, struct aconn *a)
 {
     /* The scoreboard names the request the loop is running, so a crash or
      * a stuck loop is blamed on it (and `timeout` applies to the loop). */
-    if (a->c.method)
-        scoreboard_begin(L->slot, a->c.method, a->c.path);
+    if (a->c.ch.method)
+        scoreboard_begin(L->slot, a->c.ch.method, a->c.ch.path);
     uint64_t t0 = monotonic_ms();
     coro_switch(&L->main, &a->co);
     uint64_t dt = monotonic_ms() - t0;
@@ -160,76 +164,40 @@ static void resume(struct loop *L, struct aconn *a)
     if (dt > BLOCKED_WARN_MS)
         log_warn("event loop blocked for %llu ms by %s: the handler waited without "
                  "fcgate_sleep, fcgate_db or fcgate_wait_fd",
-                 (unsigned long long)dt, a->c.what[0] ? a->c.what : "(no request)");
+                 (unsigned long long)dt, a->c.ch.what[0] ? a->c.ch.what : "(no request)");
     if (a->done)
-        conn_free(L, a);
+        conn_retire(L, a);
 }
 
-/* ---- conn_io for coroutines ---- */
+/* ---- waiting: the coroutine yields to the loop ---- */
 
-static ssize_t async_read(struct conn *c, void *buf, size_t len, int idle)
+static int async_wait(struct conn *c, short events)
 {
-    struct aconn *a = c->engine;
-    for (;;) {
-        if (a->L->stopping && conn_stop_idle(c, idle))
-            return CONN_READ_STOP;
-        ssize_t n = recv(c->fd, buf, len, MSG_DONTWAIT);
-        if (n >= 0)
-            return n;
-        if (errno == ECONNRESET)
-            return 0;
-        if (errno != EAGAIN && errno != EINTR)
-            return -1;
-        a->want = EPOLLIN;
-        a->idle_wait = idle;
-        yield(a);
-        a->want = 0;
-        a->idle_wait = 0;
-    }
-}
-
-static int async_write(struct conn *c, const void *buf, size_t len)
-{
-    struct aconn *a = c->engine;
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n >= 0) {
-            p += n;
-            len -= (size_t)n;
-            continue;
-        }
-        if (errno == EAGAIN) {
-            a->want = EPOLLOUT;
-            yield(a);
-            a->want = 0;
-            if (c->cancelled)
-                return -1;
-        } else if (errno != EINTR) {
-            return -1;
-        }
-    }
-    return 0;
+    struct aconn *a = (struct aconn *)((char *)c - offsetof(struct aconn, c));
+    a->want = events & POLLOUT ? EPOLLOUT : EPOLLIN;
+    yield(a);
+    a->want = 0;
+    return c->ch.cancelled ? -1 : 0;
 }
 
 static int async_sleep(struct conn *c, unsigned ms)
 {
-    struct aconn *a = c->engine;
-    if (c->cancelled)
+    struct aconn *a = (struct aconn *)((char *)c - offsetof(struct aconn, c));
+    if (c->ch.cancelled)
         return FCGATE_ETIMEDOUT;
     if (timer_add(a->L, a, monotonic_us() + (uint64_t)ms * 1000u) < 0)
         return FCGATE_ENOMEM;
     yield(a); /* the loop removes the timer when it fires */
-    return c->cancelled ? FCGATE_ETIMEDOUT : FCGATE_OK;
+    return c->ch.cancelled ? FCGATE_ETIMEDOUT : FCGATE_OK;
 }
 
 static int async_wait_fd(struct conn *c, int fd, short events, int timeout_ms)
 {
-    struct aconn *a = c->engine;
+    struct aconn *a = (struct aconn *)((char *)c - offsetof(struct aconn, c));
     struct loop *L = a->L;
     struct epoll_event ev = {.events = EPOLLONESHOT, .data.ptr = &a->waitfd};
 
-    if (c->cancelled)
+    if (c->ch.cancelled)
         return FCGATE_ETIMEDOUT;
     if (events & POLLIN)
         ev.events |= EPOLLIN | EPOLLRDHUP;
@@ -251,14 +219,14 @@ static int async_wait_fd(struct conn *c, int fd, short events, int timeout_ms)
     a->waiting_fd = 0;
     timer_del(L, a);
     epoll_ctl(L->ep, EPOLL_CTL_DEL, fd, NULL);
-    return a->fd_ready && !c->cancelled ? FCGATE_OK : FCGATE_ETIMEDOUT;
+    return a->fd_ready && !c->ch.cancelled ? FCGATE_OK : FCGATE_ETIMEDOUT;
 }
 
 static int async_db(struct conn *c, int (*fn)(sqlite3 *db, void *arg), void *arg)
 {
-    struct aconn *a = c->engine;
+    struct aconn *a = (struct aconn *)((char *)c - offsetof(struct aconn, c));
     struct pool_job job = {.fn = fn, .arg = arg, .owner = a};
-    if (c->cancelled)
+    if (c->ch.cancelled)
         return FCGATE_ETIMEDOUT;
     a->in_pool = 1;
     pool_submit(&a->L->pool, &job);
@@ -266,12 +234,20 @@ static int async_db(struct conn *c, int (*fn)(sqlite3 *db, void *arg), void *arg
      * so not even a cancel may resume us earlier. */
     yield(a);
     a->in_pool = 0;
-    return c->cancelled ? FCGATE_ETIMEDOUT : job.result;
+    return c->ch.cancelled ? FCGATE_ETIMEDOUT : job.result;
 }
 
-static const struct conn_io async_io = {
-    .read = async_read,
-    .write = async_write,
+/* Registered for good (edge-triggered): a socket handed over lives on in
+ * another process and would keep raising events here. */
+static void async_unwatch(struct conn *c)
+{
+    struct aconn *a = (struct aconn *)((char *)c - offsetof(struct aconn, c));
+    epoll_ctl(a->L->ep, EPOLL_CTL_DEL, c->fd, NULL);
+}
+
+static const struct conn_ops async_ops = {
+    .unwatch = async_unwatch,
+    .wait = async_wait,
     .sleep = async_sleep,
     .wait_fd = async_wait_fd,
     .db = async_db,
@@ -282,32 +258,33 @@ static const struct conn_io async_io = {
 static void conn_main(void *p)
 {
     struct aconn *a = p;
-    conn_serve(&a->c);
+    while (drain_serve(a->L->w, &a->c, 0) == CONN_IDLE) {
+        a->want = EPOLLIN;
+        a->idle_wait = 1;
+        yield(a);
+        a->want = 0;
+        a->idle_wait = 0;
+    }
     a->done = 1;
     yield(a); /* for good: resume() sees done and recycles the stack */
 }
 
-/* The listen sockets and the hand-over pair (connections that retiring
- * workers pass on) are in the set while there is room for connections. */
-static void watch_intake(struct loop *L, int fd, struct src *src, int on)
-{
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = src};
-    if (fd >= 0)
-        epoll_ctl(L->ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, on ? &ev : NULL);
-}
-
+/* The intake is in the set while there is room for connections. */
 static void set_accepting(struct loop *L, int on)
 {
+    epoll_data_t tags[CONFIG_MAX_LISTEN + 1];
     if (L->accepting == on)
         return;
-    for (size_t i = 0; i < L->w->nlisten; i++)
-        watch_intake(L, L->w->listen_fds[i], &L->listen_src[i], on);
-    if (L->w->handoff)
-        watch_intake(L, L->w->handoff->rx, &L->handoff_src, on);
+    for (size_t src = 0; src < intake_sources(L->w); src++)
+        tags[src].ptr = &L->intake_src[src];
+    intake_watch(L->w, L->ep, on, tags);
     L->accepting = on;
 }
 
-static void conn_free(struct loop *L, struct aconn *a)
+/* A finished connection leaves the list now, and its memory after the
+ * batch of events being dispatched: a later event of the same batch may
+ * still name it (and finds it done, not reused for another connection). */
+static void conn_retire(struct loop *L, struct aconn *a)
 {
     timer_del(L, a);
     if (a->prev)
@@ -317,19 +294,30 @@ static void conn_free(struct loop *L, struct aconn *a)
     if (a->next)
         a->next->prev = a->prev;
     L->nconns--;
-    if (L->nfree < STACK_CACHE) {
-        a->next = L->free_list;
-        L->free_list = a;
-        L->nfree++;
-    } else {
-        coro_destroy(&a->co);
-        free(a);
+    a->prev = NULL;
+    a->next = L->retired;
+    L->retired = a;
+}
+
+static void free_retired(struct loop *L)
+{
+    while (L->retired) {
+        struct aconn *a = L->retired;
+        L->retired = a->next;
+        if (L->nfree < STACK_CACHE) {
+            a->next = L->free_list;
+            L->free_list = a;
+            L->nfree++;
+        } else {
+            coro_destroy(&a->co);
+            free(a);
+        }
     }
-    if (!L->stopping && L->nconns < L->max_conns)
+    if (!L->stopping && !L->accept_retry_us && L->nconns < L->max_conns)
         set_accepting(L, 1);
 }
 
-static struct aconn *conn_new(struct loop *L, int fd)
+static struct aconn *conn_new(struct loop *L, int fd, int kept)
 {
     struct aconn *a = L->free_list;
     if (a) {
@@ -352,12 +340,8 @@ static struct aconn *conn_new(struct loop *L, int fd)
     a->src.kind = SRC_CONN;
     a->waitfd.kind = SRC_WAITFD;
     a->L = L;
-    a->c.fd = fd;
-    a->c.w = L->w;
-    a->c.io = &async_io;
-    a->c.engine = a;
-    a->c.slot = L->slot; /* request_run marks requests that start here */
-    conn_init(&a->c);
+    conn_init(&a->c, fd, &async_ops, &L->w->env, kept);
+    a->c.ch.slot = L->slot; /* request_run marks requests that start here */
     a->next = L->conns;
     if (L->conns)
         L->conns->prev = a;
@@ -366,27 +350,28 @@ static struct aconn *conn_new(struct loop *L, int fd)
     return a;
 }
 
-/* New connections from the listen socket of src, or handed-over ones. */
-static void accept_some(struct loop *L, const struct src *src)
+/* New connections from intake source src. */
+static void accept_some(struct loop *L, size_t src)
 {
     for (int i = 0; i < ACCEPT_BURST && L->nconns < L->max_conns; i++) {
-        int kept = 0;
-        int fd = src->kind == SRC_HANDOFF
-                     ? handoff_recv(L->w->handoff, &kept, 1)
-                     : conn_accept(L->w->listen_fds[src->index], SOCK_NONBLOCK);
-        if (fd == CONN_ACCEPT_NOFD)
-            set_accepting(L, 0); /* until a connection closes */
-        if (fd < 0)
+        int fd, kept;
+        enum intake_result r = intake_take(L->w, src, &fd, &kept);
+        if (r == INTAKE_NOFD) {
+            /* The source stays readable: out of the set, or the loop
+             * spins. Back when a connection closes, or after a pause
+             * when there is none to close. */
+            set_accepting(L, 0);
+            L->accept_retry_us = monotonic_us() + NOFD_PAUSE_US;
+        }
+        if (r != INTAKE_OK)
             return;
-        struct aconn *a = conn_new(L, fd);
-        if (a)
-            a->c.served = (unsigned long)kept; /* kept: between requests, not fresh */
+        struct aconn *a = conn_new(L, fd, kept);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-                                 .data.ptr = &a->src};
+                                 .data.ptr = a ? &a->src : NULL};
         if (!a || epoll_ctl(L->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
             if (a) {
                 a->done = 1;
-                conn_free(L, a);
+                conn_retire(L, a);
             }
             close(fd);
             continue;
@@ -397,15 +382,19 @@ static void accept_some(struct loop *L, const struct src *src)
         set_accepting(L, 0);
 }
 
-/* Stopping: no new connections; idle ones are handed over to a worker
- * that stays (handoff.h), or without one, kept-alive ones are closed and
- * fresh ones still waiting for their first request are served first.
- * Busy ones finish their request (graceful_timeout bounds the wait). */
-static void begin_stop(struct loop *L)
+/* ---- stopping: drain.c decides, these carry it out ---- */
+
+static void stop_intake(void *e)
 {
+    struct loop *L = e;
     L->stopping = 1;
     set_accepting(L, 0);
-    conn_pass_on_pending(L->w);
+}
+
+/* Each idle connection's coroutine asks drain.c whether to leave. */
+static void release_idle(void *e)
+{
+    struct loop *L = e;
     for (struct aconn *a = L->conns, *next; a; a = next) {
         next = a->next;
         if (a->idle_wait)
@@ -413,18 +402,27 @@ static void begin_stop(struct loop *L)
     }
 }
 
+static const struct drain_ops async_drain = {
+    .stop_intake = stop_intake,
+    .release_idle = release_idle,
+};
+
+static void begin_stop(struct loop *L)
+{
+    if (!L->stopping)
+        drain_begin(L->w, &async_drain, L);
+}
+
 static void on_event(struct loop *L, struct epoll_event *ev)
 {
     struct src *s = ev->data.ptr;
     switch (s->kind) {
-    case SRC_LISTEN:
-    case SRC_HANDOFF:
-        if (!L->stopping)
-            accept_some(L, s);
+    case SRC_INTAKE:
+        if (!L->stopping && !drain_stopping(L->w))
+            accept_some(L, s->index);
         break;
     case SRC_STOP:
-        if (!L->stopping)
-            begin_stop(L);
+        begin_stop(L);
         break;
     case SRC_POOL:
         for (struct pool_job *j = pool_take_done(&L->pool), *next; j; j = next) {
@@ -464,11 +462,12 @@ static void check_timeouts(struct loop *L)
     L->next_timeout_check = now + 100;
     for (struct aconn *a = L->conns, *next; a; a = next) {
         next = a->next;
-        if (!a->c.method || a->c.cancelled || now - a->c.req_start_ms <= (uint64_t)timeout * 1000)
+        struct req_chan *ch = &a->c.ch;
+        if (!ch->method || ch->cancelled || now - ch->start_ms <= (uint64_t)timeout * 1000)
             continue;
-        a->c.cancelled = 1;
-        log_error("%s running for %.1f s, over timeout %d s; cancelled, answered 504", a->c.what,
-                  (double)(now - a->c.req_start_ms) / 1e3, timeout);
+        ch->cancelled = 1;
+        log_error("%s running for %.1f s, over timeout %d s; cancelled, answered 504", ch->what,
+                  (double)(now - ch->start_ms) / 1e3, timeout);
         if (a->in_pool)
             continue; /* resumes when its job is done */
         if (a->heap_idx || a->waiting_fd || a->want) {
@@ -495,11 +494,12 @@ static void run_timers(struct loop *L)
  * few percent of throughput for every sleeping request. */
 static struct timespec next_timeout(const struct loop *L)
 {
-    uint64_t wait = L->pool_busy ? 1000 : 1000000;
-    if (L->nheap > 0) {
-        uint64_t now = monotonic_us(), d = L->heap[0]->deadline;
+    uint64_t wait = L->pool_busy ? 1000 : 1000000, now = monotonic_us();
+    uint64_t d = L->nheap > 0 ? L->heap[0]->deadline : 0;
+    if (L->accept_retry_us && (!d || L->accept_retry_us < d))
+        d = L->accept_retry_us;
+    if (d)
         wait = d <= now ? 0 : d - now < wait ? d - now : wait;
-    }
     struct timespec ts = {(time_t)(wait / 1000000u), (long)(wait % 1000000u) * 1000L};
     return ts;
 }
@@ -532,9 +532,8 @@ static int loop_init(struct loop *L, struct worker *w)
     }
     if (pool_start(&L->pool, (size_t)w->cfg->blocking_threads) < 0)
         return -1;
-    for (size_t i = 0; i < w->nlisten; i++)
-        L->listen_src[i] = (struct src){SRC_LISTEN, i};
-    L->handoff_src.kind = SRC_HANDOFF;
+    for (size_t src = 0; src < intake_sources(w); src++)
+        L->intake_src[src] = (struct src){SRC_INTAKE, src};
     L->stop_src.kind = SRC_STOP;
     L->pool_src.kind = SRC_POOL;
     struct epoll_event stop = {.events = EPOLLIN, .data.ptr = &L->stop_src};
@@ -550,6 +549,8 @@ static int loop_init(struct loop *L, struct worker *w)
 
 static void loop_fini(struct loop *L)
 {
+    L->stopping = 1;
+    free_retired(L);
     pool_stop(&L->pool);
     while (L->free_list) {
         struct aconn *a = L->free_list;
@@ -562,7 +563,7 @@ static void loop_fini(struct loop *L)
         close(L->ep);
 }
 
-void engine_async_run(struct worker *w)
+static void async_run(struct worker *w)
 {
     struct loop L;
 
@@ -570,13 +571,12 @@ void engine_async_run(struct worker *w)
         loop_fini(&L);
         return;
     }
-    worker_thread_init(L.slot);
-    atomic_store(&L.slot->heartbeat_ms, monotonic_ms());
+    scoreboard_thread_enter(L.slot);
     while (!L.stopping || L.nconns > 0) {
         struct epoll_event evs[256];
         int n = loop_wait(&L, evs, 256);
-        worker_poll_signals();
-        atomic_store_explicit(&L.slot->heartbeat_ms, monotonic_ms(), memory_order_relaxed);
+        log_poll_reopen();
+        scoreboard_beat(L.slot);
         if (n < 0 && errno != EINTR) {
             log_error("epoll_wait: %s", strerror(errno));
             break;
@@ -585,10 +585,37 @@ void engine_async_run(struct worker *w)
             on_event(&L, &evs[i]);
         run_timers(&L);
         check_timeouts(&L);
+        free_retired(&L);
         L.pool_busy = pool_kick(&L.pool);
-        if (!L.stopping && atomic_load(&w->stopping))
+        if (L.accept_retry_us && monotonic_us() >= L.accept_retry_us) {
+            L.accept_retry_us = 0;
+            if (!L.stopping && L.nconns < L.max_conns)
+                set_accepting(&L, 1);
+        }
+        if (drain_stopping(w))
             begin_stop(&L);
     }
-    worker_thread_fini();
+    scoreboard_thread_leave();
     loop_fini(&L);
 }
+
+static size_t one_loop(const struct config *cfg)
+{
+    (void)cfg;
+    return 1;
+}
+
+static unsigned connections(const struct config *cfg)
+{
+    return (unsigned)cfg->worker_connections;
+}
+
+const struct engine engine_async = {
+    .name = "async",
+    .unit = "connections",
+    .beater = "event loop",
+    .threadsafe = 0,
+    .slots = one_loop,
+    .concurrency = connections,
+    .run = async_run,
+};

@@ -1,16 +1,18 @@
 /*
- * engine_sync.c - blocking I/O: one connection at a time per thread.
+ * engine_sync.c - blocking I/O: each serving thread takes one connection
+ * at a time. sync mode is one such thread per worker, threads mode
+ * `threads` of them; nothing else differs.
  *
- * Used as is by sync mode (one thread) and by threads mode (several).
- * Each serving thread waits in its own epoll set holding the listen
- * sockets with EPOLLEXCLUSIVE, so a new connection wakes one waiter, not
- * the whole pool, plus the worker's stop eventfd. Reads try the socket
- * first and only wait when it is empty: with nginx's one-connection-per-
- * request default the request is usually there on accept.
+ * The threads of a worker wait in one epoll set holding the intake
+ * (listen sockets and hand-over pair, EPOLLEXCLUSIVE, so a new connection
+ * wakes one worker process, not all of them), the stop eventfd, and the
+ * parked connections. Threads waiting on one epoll instance are woken one
+ * per event, and a parked connection is EPOLLONESHOT, so exactly one
+ * thread takes it.
  *
- * Idle kept-alive connections are parked in the worker's epoll set, not
- * held by a thread. A retiring worker hands them over (handoff.h): the
- * parked ones at once, the busy ones after their request.
+ * Idle kept-alive connections are parked, not held by a thread, so they
+ * never tie up the pool. No lock is shared on the request path: each
+ * thread has its own scoreboard slot, read buffer and sqlite connection.
  */
 #include "fcgate.h"
 #include "log.h"
@@ -19,60 +21,50 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #define FRESH_WAIT_MS 5
+#define ACCEPT_BURST 8
+#define NOFD_PAUSE_MS 100
+/* Event data below MAX_TAG is an intake source or STOP_TAG; anything
+ * else is a parked struct bconn. */
+#define STOP_TAG (CONFIG_MAX_LISTEN + 1)
+#define MAX_TAG 4096
 
-static ssize_t blocking_read(struct conn *c, void *buf, size_t len, int idle)
+struct bconn {
+    struct conn c;
+    struct bengine *E;
+    struct bconn *prev, *next; /* the parked list, or the left list */
+    int parked;                /* on the parked list (under the engine's mu) */
+    int registered;            /* in the epoll set (disarmed while served) */
+    int fresh_waited;
+};
+
+struct bengine {
+    struct worker *w;
+    int ep;
+    pthread_mutex_t mu; /* the parked list; never held across a wait */
+    struct bconn *parked;
+    struct bconn *left; /* let go while parked: freed at exit */
+    atomic_int draining;
+};
+
+/* ---- waiting: the thread blocks ---- */
+
+static int blocking_wait(struct conn *c, short events)
 {
-    int fresh_waited = 0;
+    struct pollfd p = {c->fd, events, 0};
     for (;;) {
-        ssize_t n = recv(c->fd, buf, len, MSG_DONTWAIT);
-        if (n >= 0)
-            return n;
-        if (errno == ECONNRESET)
+        /* A second at a time: the thread keeps beating while it waits. */
+        int r = poll(&p, 1, 1000);
+        if (c->ch.slot)
+            scoreboard_beat(c->ch.slot);
+        if (r > 0)
             return 0;
-        if (errno != EAGAIN && errno != EINTR)
-            return -1;
-        /* Between requests the thread does not wait on the connection:
-         * it parks it and goes back to accepting, so idle kept-alive
-         * connections never hold the pool. Inside a request it waits. */
-        if (conn_stop_idle(c, idle))
-            return CONN_READ_STOP;
-        /* A connection just accepted carries its request in microseconds
-         * (nginx writes right after connecting): waiting briefly is
-         * cheaper than parking it and taking it back. */
-        if (idle == CONN_IDLE_FRESH && !fresh_waited) {
-            struct pollfd p = {c->fd, POLLIN, 0};
-            fresh_waited = 1;
-            if (poll(&p, 1, FRESH_WAIT_MS) > 0)
-                continue;
-        }
-        if (idle)
-            return CONN_READ_PARK;
-        struct pollfd p = {c->fd, POLLIN, 0};
-        if (poll(&p, 1, -1) < 0 && errno != EINTR)
+        if (r < 0 && errno != EINTR)
             return -1;
     }
-}
-
-static int blocking_write(struct conn *c, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1; /* EPIPE, ECONNRESET: nginx closed; the client is gone */
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
 }
 
 static int blocking_sleep(struct conn *c, unsigned ms)
@@ -105,284 +97,353 @@ static int blocking_db(struct conn *c, int (*fn)(sqlite3 *db, void *arg), void *
     return db_run(fn, arg);
 }
 
-static const struct conn_io blocking_io = {
-    .read = blocking_read,
-    .write = blocking_write,
+static void blocking_unwatch(struct conn *c);
+
+static const struct conn_ops blocking_ops = {
+    .wait = blocking_wait,
     .sleep = blocking_sleep,
     .wait_fd = blocking_wait_fd,
     .db = blocking_db,
+    .unwatch = blocking_unwatch,
 };
 
-/* ---- the worker's epoll set ----
- *
- * One set per worker process, shared by its serving threads: the listen
- * sockets (EPOLLEXCLUSIVE, so one connection wakes one worker process,
- * not all of them), the stop eventfd, and parked connections. Threads
- * waiting on one epoll instance are woken one per event, and a parked
- * connection is EPOLLONESHOT, so exactly one thread takes it. Event data
- * below MAX_TAG is a listen socket's index (or STOP_TAG); anything else
- * is a parked struct conn.
- */
-#define STOP_TAG CONFIG_MAX_LISTEN
-#define HANDOFF_TAG (CONFIG_MAX_LISTEN + 1)
-#define MAX_TAG 4096
-#define ACCEPT_BURST 8
+/* ---- parking ---- */
 
-/* w->draining: what the first thread to see the worker stopping did. */
-#define DRAIN_HANDING 1 /* intake stopped, idle connections handed over */
-#define DRAIN_CLOSING 2 /* intake stopped, idle kept-alive ones woken to close */
-
-static int watch(struct worker *w, int fd, uint64_t tag, uint32_t flags)
+static void list_unlink(struct bconn **head, struct bconn *b)
 {
-    struct epoll_event ev = {.events = EPOLLIN | flags, .data.u64 = tag};
-    if (fd >= 0 && epoll_ctl(w->park_ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
-        log_error("epoll_ctl: %s", strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-int engine_sync_park_init(struct worker *w)
-{
-    w->parked = w->left = NULL;
-    atomic_store(&w->draining, 0);
-    pthread_mutex_init(&w->park_mu, NULL);
-    w->park_ep = epoll_create1(EPOLL_CLOEXEC);
-    if (w->park_ep < 0) {
-        log_error("epoll: %s", strerror(errno));
-        return -1;
-    }
-    /* The listen sockets and the hand-over pair are shared with the other
-     * workers (EPOLLEXCLUSIVE); the stop eventfd is the worker's own, and
-     * level-triggered: once set it wakes every thread. */
-    int rc = watch(w, w->stop_fd, STOP_TAG, 0);
-    for (size_t i = 0; i < w->nlisten; i++)
-        rc |= watch(w, w->listen_fds[i], i, EPOLLEXCLUSIVE);
-    if (w->handoff)
-        rc |= watch(w, w->handoff->rx, HANDOFF_TAG, EPOLLEXCLUSIVE);
-    return rc;
-}
-
-static void park_unlink(struct worker *w, struct conn *c)
-{
-    if (c->park_prev)
-        c->park_prev->park_next = c->park_next;
+    if (b->prev)
+        b->prev->next = b->next;
     else
-        w->parked = c->park_next;
-    if (c->park_next)
-        c->park_next->park_prev = c->park_prev;
-    c->park_prev = c->park_next = NULL;
+        *head = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    b->prev = b->next = NULL;
 }
 
-/* The list is for closing or handing over what is parked when the worker
- * stops; the lock is held to link or unlink a connection, and for the
- * non-blocking hand-over, never across a wait. */
-static void park(struct worker *w, struct conn *c)
+static void list_push(struct bconn **head, struct bconn *b)
 {
-    /* ADD here and DEL on the way out, rather than re-arming with MOD: an
-     * ADD publishes everything this thread did to c before another
-     * thread can take the event (and ThreadSanitizer sees it so). Under
-     * the lock, so a hand-over never sees c linked but not yet added. */
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = c};
-    pthread_mutex_lock(&w->park_mu);
-    int rc = epoll_ctl(w->park_ep, EPOLL_CTL_ADD, c->fd, &ev);
+    b->prev = NULL;
+    b->next = *head;
+    if (*head)
+        (*head)->prev = b;
+    *head = b;
+}
+
+/* Registered once, EPOLLONESHOT, and re-armed with MOD on every park:
+ * the event that takes b disarms it, so exactly one thread gets it, and
+ * re-arming looks at readiness afresh (a request that came meanwhile
+ * fires at once). Under the lock, which is also what orders everything
+ * the parking thread did to b before the thread that takes it (and lets
+ * ThreadSanitizer see so), and so that a release never sees b linked but
+ * not yet armed. */
+static void park(struct bengine *E, struct bconn *b)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = b};
+    b->c.ch.slot = NULL;
+    pthread_mutex_lock(&E->mu);
+    int rc = epoll_ctl(E->ep, b->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, b->c.fd, &ev);
     if (rc == 0) {
-        c->parked = 1;
-        c->park_prev = NULL;
-        c->park_next = w->parked;
-        if (w->parked)
-            w->parked->park_prev = c;
-        w->parked = c;
+        b->registered = 1;
+        b->parked = 1;
+        list_push(&E->parked, b);
+        if (atomic_load(&E->draining)) /* see release_idle */
+            epoll_ctl(E->ep, EPOLL_CTL_DEL, E->w->stop_fd, NULL);
     }
-    pthread_mutex_unlock(&w->park_mu);
+    pthread_mutex_unlock(&E->mu);
     if (rc < 0) {
         log_error("epoll_ctl: %s; closing an idle connection", strerror(errno));
-        conn_discard(c);
-        free(c);
+        conn_close(&b->c);
+        free(b);
     }
 }
 
-/* A stopping worker with somewhere to hand over to sends its parked
- * connections there now, rather than when its last request is done. A
- * thread may hold an event for one of them already: c stays allocated
- * (on the left list, freed at exit) and unmarked, so that thread sees it
- * is no longer parked and lets go. */
-static void hand_over_parked(struct worker *w)
+/* Takes b, whose event this thread got, off the parked list: 0 when it
+ * was let go meanwhile (it is not ours then). */
+static int unpark(struct bengine *E, struct bconn *b)
 {
-    pthread_mutex_lock(&w->park_mu);
-    while (w->parked) {
-        struct conn *c = w->parked;
-        park_unlink(w, c);
-        c->parked = 0;
-        epoll_ctl(w->park_ep, EPOLL_CTL_DEL, c->fd, NULL);
-        conn_leave(c);
-        c->park_next = w->left;
-        w->left = c;
-    }
-    pthread_mutex_unlock(&w->park_mu);
-}
-
-/* Takes c, whose event this thread got, off the parked list: 0 when it
- * was handed over meanwhile (it is not ours then). */
-static int unpark(struct worker *w, struct conn *c)
-{
-    pthread_mutex_lock(&w->park_mu);
-    int was = c->parked;
+    pthread_mutex_lock(&E->mu);
+    int was = b->parked;
     if (was) {
-        park_unlink(w, c);
-        c->parked = 0;
+        list_unlink(&E->parked, b);
+        b->parked = 0;
     }
-    pthread_mutex_unlock(&w->park_mu);
-    if (was)
-        epoll_ctl(w->park_ep, EPOLL_CTL_DEL, c->fd, NULL);
+    pthread_mutex_unlock(&E->mu);
     return was;
 }
 
-/* Serves c until it closes (freed) or parks again. */
-static void serve(struct worker *w, struct conn *c, struct score_slot *slot)
+/* Only a handed-over socket needs it: closing the last descriptor of one
+ * takes it out of the set by itself. */
+static void blocking_unwatch(struct conn *c)
 {
-    c->slot = slot;
-    if (conn_serve(c) == CONN_PARKED)
-        park(w, c);
-    else
-        free(c);
+    struct bconn *b = (struct bconn *)((char *)c - offsetof(struct bconn, c));
+    if (b->registered)
+        epoll_ctl(b->E->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    b->registered = 0;
 }
 
-void engine_sync_park_fini(struct worker *w)
+static int parked_left(struct bengine *E)
 {
-    while (w->parked) {
-        struct conn *c = w->parked;
-        park_unlink(w, c);
-        conn_leave(c);
-        free(c);
-    }
-    while (w->left) {
-        struct conn *c = w->left;
-        w->left = c->park_next;
-        free(c);
-    }
-    if (w->park_ep >= 0)
-        close(w->park_ep);
-    pthread_mutex_destroy(&w->park_mu);
-}
-
-/* A new connection from listen socket lfd, or (lfd < 0) one handed over
- * by a retiring worker, served: 1; 0 when there was none. */
-static int accept_one(struct worker *w, int lfd, struct score_slot *slot)
-{
-    int kept = 0;
-    int fd = lfd >= 0 ? conn_accept(lfd, 0) : handoff_recv(w->handoff, &kept, 0);
-    if (fd == CONN_ACCEPT_NOFD)
-        blocking_sleep(NULL, 100);
-    if (fd < 0)
-        return 0;
-    struct conn *c = calloc(1, sizeof(*c));
-    if (!c) {
-        log_error("out of memory for a connection");
-        close(fd);
-        return 0;
-    }
-    *c = (struct conn){.fd = fd, .w = w, .io = &blocking_io};
-    conn_init(c);
-    c->served = (unsigned long)kept; /* kept: between requests, not fresh */
-    serve(w, c, slot);
-    return 1;
-}
-
-/* Out of the set: the listen sockets and the hand-over pair (the stop
- * eventfd too when told), so that the events they raise go to workers
- * that stay. */
-static void stop_intake(struct worker *w, int stop_fd_too)
-{
-    for (size_t i = 0; i < w->nlisten; i++)
-        epoll_ctl(w->park_ep, EPOLL_CTL_DEL, w->listen_fds[i], NULL);
-    if (w->handoff && w->handoff->rx >= 0)
-        epoll_ctl(w->park_ep, EPOLL_CTL_DEL, w->handoff->rx, NULL);
-    if (stop_fd_too)
-        epoll_ctl(w->park_ep, EPOLL_CTL_DEL, w->stop_fd, NULL);
-}
-
-/* The first thread to see the worker stopping takes the listen sockets
- * and the stop eventfd out of the set (they would stay readable) and
- * wakes every parked kept-alive connection with a read shutdown: each is
- * taken by a thread, reads EOF and closes. Fresh connections, not yet
- * asked anything, stay parked until their request arrives. */
-static void begin_drain(struct worker *w)
-{
-    if (atomic_fetch_or(&w->draining, DRAIN_CLOSING) & DRAIN_CLOSING)
-        return;
-    stop_intake(w, 1);
-    pthread_mutex_lock(&w->park_mu);
-    for (struct conn *c = w->parked; c; c = c->park_next)
-        if (c->served)
-            shutdown(c->fd, SHUT_RD);
-    pthread_mutex_unlock(&w->park_mu);
-}
-
-static int parked_left(struct worker *w)
-{
-    pthread_mutex_lock(&w->park_mu);
-    int left = w->parked != NULL;
-    pthread_mutex_unlock(&w->park_mu);
+    pthread_mutex_lock(&E->mu);
+    int left = E->parked != NULL;
+    pthread_mutex_unlock(&E->mu);
     return left;
 }
 
-void engine_sync_thread(struct worker *w, struct score_slot *slot)
+/* ---- serving ---- */
+
+/* Serves b until it is gone (freed) or idle (parked). */
+static void serve(struct bengine *E, struct bconn *b, struct score_slot *slot)
 {
-    worker_thread_init(slot);
-    for (;;) {
-        int stopping = atomic_load(&w->stopping);
-        if (stopping && handoff_is_open(w->handoff)) {
-            /* What is parked leaves now; what is being served leaves
-             * after its request (conn_serve). The stop eventfd stays in
-             * the set: level-triggered, it wakes every thread. */
-            if (!(atomic_fetch_or(&w->draining, DRAIN_HANDING) & DRAIN_HANDING)) {
-                stop_intake(w, 0);
-                conn_pass_on_pending(w);
-            }
-            hand_over_parked(w);
-            break;
+    b->c.ch.slot = slot;
+    while (drain_serve(E->w, &b->c, 1) == CONN_IDLE) {
+        /* A connection just accepted carries its request in microseconds
+         * (nginx writes right after connecting): waiting briefly is
+         * cheaper than parking it and taking it back. */
+        struct pollfd p = {b->c.fd, POLLIN, 0};
+        if (b->c.served == 0 && !b->fresh_waited) {
+            b->fresh_waited = 1;
+            if (poll(&p, 1, FRESH_WAIT_MS) > 0)
+                continue;
         }
+        park(E, b);
+        return;
+    }
+    free(b);
+}
+
+/* New connections from intake source src, served: a few per wake-up, so
+ * a busy backlog does not cost an epoll_wait each, and a parked
+ * connection's next request is not kept waiting long. */
+static void take(struct bengine *E, size_t src, struct score_slot *slot)
+{
+    for (int i = 0; i < ACCEPT_BURST && !drain_stopping(E->w); i++) {
+        int fd, kept;
+        enum intake_result r = intake_take(E->w, src, &fd, &kept);
+        if (r == INTAKE_NOFD)
+            blocking_sleep(NULL, NOFD_PAUSE_MS);
+        if (r != INTAKE_OK)
+            return;
+        struct bconn *b = malloc(sizeof(*b));
+        if (!b) {
+            log_error("out of memory for a connection");
+            close(fd);
+            return;
+        }
+        b->E = E;
+        b->prev = b->next = NULL;
+        b->parked = b->registered = b->fresh_waited = 0;
+        conn_init(&b->c, fd, &blocking_ops, &E->w->env, kept);
+        serve(E, b, slot);
+    }
+}
+
+/* ---- stopping: drain.c decides, these carry it out ---- */
+
+static void stop_intake(void *e)
+{
+    struct bengine *E = e;
+    epoll_data_t tags[CONFIG_MAX_LISTEN + 1];
+    memset(tags, 0, sizeof(tags));
+    intake_watch(E->w, E->ep, 0, tags);
+}
+
+/* A thread may hold an event for a connection let go here: it stays
+ * allocated (on the left list, freed at exit) and unmarked, so that
+ * thread sees it is no longer parked and lets go too. */
+static void release_idle(void *e)
+{
+    struct bengine *E = e;
+    pthread_mutex_lock(&E->mu);
+    for (struct bconn *b = E->parked, *next; b; b = next) {
+        next = b->next;
+        if (!drain_should_leave(E->w, &b->c))
+            continue;
+        list_unlink(&E->parked, b);
+        b->parked = 0;
+        blocking_unwatch(&b->c);
+        drain_leave(E->w, &b->c);
+        list_push(&E->left, b);
+    }
+    /* The stop eventfd is level-triggered: while it is in the set, every
+     * thread wakes and leaves. Fresh connections still waiting for their
+     * first request keep the threads; they look every 100 ms instead. */
+    if (E->parked)
+        epoll_ctl(E->ep, EPOLL_CTL_DEL, E->w->stop_fd, NULL);
+    pthread_mutex_unlock(&E->mu);
+}
+
+static const struct drain_ops blocking_drain = {
+    .stop_intake = stop_intake,
+    .release_idle = release_idle,
+};
+
+static void dispatch(struct bengine *E, const struct epoll_event *ev, struct score_slot *slot)
+{
+    uint64_t tag = ev->data.u64;
+    if (tag >= MAX_TAG) {
+        struct bconn *b = ev->data.ptr;
+        if (unpark(E, b))
+            serve(E, b, slot);
+    } else if (tag < intake_sources(E->w)) {
+        take(E, (size_t)tag, slot);
+    }
+}
+
+static void serve_thread(struct bengine *E, struct score_slot *slot)
+{
+    struct worker *w = E->w;
+    scoreboard_thread_enter(slot);
+    for (;;) {
+        int stopping = drain_stopping(w);
         if (stopping) {
-            begin_drain(w);
-            if (!parked_left(w))
+            if (!atomic_exchange(&E->draining, 1))
+                drain_begin(w, &blocking_drain, E);
+            if (!parked_left(E))
                 break;
         }
         struct epoll_event ev;
-        /* Without a hand-over, the drain takes the stop eventfd out of
-         * the set: the threads look at `stopping` at least once a second
-         * (every 100 ms while draining, when another thread may take the
-         * last parked connection). */
-        int n = epoll_wait(w->park_ep, &ev, 1, stopping ? 100 : 1000);
-        worker_poll_signals();
+        int n = epoll_wait(E->ep, &ev, 1, stopping ? 100 : 1000);
+        scoreboard_beat(slot);
+        log_poll_reopen();
         if (n < 0 && errno != EINTR) {
             log_error("epoll_wait: %s", strerror(errno));
-            worker_stop(w);
+            drain_stop(w);
             break;
         }
-        if (n != 1)
-            continue;
-        if (ev.data.u64 >= MAX_TAG) {
-            struct conn *c = ev.data.ptr;
-            if (unpark(w, c))
-                serve(w, c, slot);
-        } else if (ev.data.u64 < w->nlisten) {
-            /* Under load the backlog is rarely empty: take the next
-             * connections without waiting in epoll for each (a few, so
-             * a parked connection's next request is not kept waiting). */
-            for (int i = 0; i < ACCEPT_BURST && !atomic_load(&w->stopping); i++)
-                if (!accept_one(w, w->listen_fds[ev.data.u64], slot))
-                    break;
-        } else if (ev.data.u64 == HANDOFF_TAG && !atomic_load(&w->stopping)) {
-            accept_one(w, -1, slot);
-        }
+        if (n == 1)
+            dispatch(E, &ev, slot);
     }
-    worker_thread_fini();
+    scoreboard_thread_leave();
 }
 
-void engine_sync_run(struct worker *w)
+static int engine_init(struct bengine *E, struct worker *w)
 {
-    if (engine_sync_park_init(w) == 0)
-        engine_sync_thread(w, scoreboard_slot(w->sb, w->index, 0));
-    engine_sync_park_fini(w);
+    epoll_data_t tags[CONFIG_MAX_LISTEN + 1];
+    memset(E, 0, sizeof(*E));
+    E->w = w;
+    pthread_mutex_init(&E->mu, NULL);
+    E->ep = epoll_create1(EPOLL_CLOEXEC);
+    if (E->ep < 0) {
+        log_error("epoll: %s", strerror(errno));
+        return -1;
+    }
+    for (size_t src = 0; src < intake_sources(w); src++)
+        tags[src].u64 = src;
+    struct epoll_event stop = {.events = EPOLLIN, .data.u64 = STOP_TAG};
+    if (epoll_ctl(E->ep, EPOLL_CTL_ADD, w->stop_fd, &stop) < 0) {
+        log_error("epoll_ctl: %s", strerror(errno));
+        return -1;
+    }
+    return intake_watch(w, E->ep, 1, tags);
 }
+
+static void engine_fini(struct bengine *E)
+{
+    while (E->parked) {
+        struct bconn *b = E->parked;
+        list_unlink(&E->parked, b);
+        drain_leave(E->w, &b->c);
+        free(b);
+    }
+    while (E->left) {
+        struct bconn *b = E->left;
+        list_unlink(&E->left, b);
+        free(b);
+    }
+    if (E->ep >= 0)
+        close(E->ep);
+    pthread_mutex_destroy(&E->mu);
+}
+
+struct thread_arg {
+    struct bengine *E;
+    struct score_slot *slot;
+};
+
+static void *thread_main(void *p)
+{
+    struct thread_arg *a = p;
+    serve_thread(a->E, a->slot);
+    db_close_thread();
+    return NULL;
+}
+
+/* The calling thread serves too: sync mode starts no thread. */
+static void run_threads(struct bengine *E, size_t n)
+{
+    struct worker *w = E->w;
+    pthread_t *tids = calloc(n, sizeof(*tids));
+    struct thread_arg *args = calloc(n, sizeof(*args));
+    size_t started = 1;
+
+    if (!tids || !args) {
+        log_error("out of memory starting %zu threads", n);
+        goto out;
+    }
+    for (size_t t = 0; t < n; t++)
+        args[t] = (struct thread_arg){E, scoreboard_slot(w->sb, w->index, t)};
+    for (; started < n; started++) {
+        int rc = pthread_create(&tids[started], NULL, thread_main, &args[started]);
+        if (rc != 0) {
+            log_error("cannot start serving thread %zu: %s", started, strerror(rc));
+            drain_stop(w);
+            break;
+        }
+    }
+    serve_thread(E, args[0].slot);
+    for (size_t t = 1; t < started; t++)
+        pthread_join(tids[t], NULL);
+out:
+    free(tids);
+    free(args);
+}
+
+static void blocking_run(struct worker *w)
+{
+    struct bengine E;
+    if (engine_init(&E, w) == 0)
+        run_threads(&E, w->engine->slots(w->cfg));
+    engine_fini(&E);
+}
+
+static size_t one(const struct config *cfg)
+{
+    (void)cfg;
+    return 1;
+}
+
+static unsigned one_request(const struct config *cfg)
+{
+    (void)cfg;
+    return 1;
+}
+
+static size_t thread_slots(const struct config *cfg)
+{
+    return (size_t)cfg->threads;
+}
+
+static unsigned thread_requests(const struct config *cfg)
+{
+    return (unsigned)cfg->threads;
+}
+
+const struct engine engine_sync = {
+    .name = "sync",
+    .unit = "request at a time",
+    .beater = "serving thread",
+    .threadsafe = 0,
+    .slots = one,
+    .concurrency = one_request,
+    .run = blocking_run,
+};
+
+const struct engine engine_threads = {
+    .name = "threads",
+    .unit = "threads",
+    .beater = "serving thread",
+    .threadsafe = 1,
+    .slots = thread_slots,
+    .concurrency = thread_requests,
+    .run = blocking_run,
+};

@@ -1,5 +1,20 @@
 /*
  * fcgate.h - the daemon's private interfaces, one banner per file.
+ *
+ * The files are layers; each uses only the ones listed before it:
+ *
+ *   scoreboard.c db.c (and the leaves: codec, config, log, handoff, ...)
+ *   request.c    one request behind the app API; knows no socket
+ *   conn.c       one FastCGI connection: bytes, codec, requests
+ *   intake.c     where connections come from: listen sockets, hand-over
+ *   drain.c      counting, recycling, and how a stopping worker lets go
+ *   engine_sync.c engine_async.c   the modes' serving loops
+ *   engine.c     the table of modes
+ *   worker.c     a worker process: privileges, the module, the engine
+ *   policy.c     the supervisor's decisions, pure
+ *   supervisor.c the master process
+ *
+ * Lower layers return codes; the layer above decides (nothing calls up).
  */
 #ifndef FCGATE_FCGATE_H
 #define FCGATE_FCGATE_H
@@ -13,22 +28,20 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/epoll.h>
 #include <sys/types.h>
 
-/* A worker's limits, answered to FCGI_GET_VALUES and used by engines. */
-struct codec_limits worker_codec_limits(const struct config *cfg);
-
 /* scoreboard.c: shared memory, written lock-free by workers, read by the
- * supervisor. One slot per serving thread (workers x threads). */
+ * supervisor. One slot per serving thread (workers x slots per worker). */
 struct score_slot {
-    _Atomic pid_t pid;           /* set once the worker is ready */
-    _Atomic unsigned generation; /* the config generation it serves */
-    _Atomic unsigned active;     /* requests in progress (async: all its coroutines') */
-    _Atomic uint64_t requests;   /* served by this slot's thread */
-    _Atomic uint64_t start_ms;   /* CLOCK_MONOTONIC ms of the current request, 0: idle */
-    _Atomic uint64_t heartbeat_ms;
-    _Atomic int crashed; /* set by the fatal-signal handler of its thread */
-    char method[12];     /* of the current request; racy reads are tolerated */
+    _Atomic pid_t pid;             /* set once the worker is ready */
+    _Atomic unsigned generation;   /* the config generation it serves */
+    _Atomic unsigned active;       /* requests in progress (async: all its coroutines') */
+    _Atomic uint64_t requests;     /* served by this slot's thread */
+    _Atomic uint64_t start_ms;     /* CLOCK_MONOTONIC ms of the current request, 0: idle */
+    _Atomic uint64_t heartbeat_ms; /* the thread was last seen alive, idle or busy */
+    _Atomic int crashed;           /* set by the fatal-signal handler of its thread */
+    char method[12];               /* of the current request; racy reads are tolerated */
     char path[116];
 };
 
@@ -44,6 +57,15 @@ void scoreboard_begin(struct score_slot *s, const char *method, const char *path
 void scoreboard_end(struct score_slot *s);
 /* Not running a request now (async: the loop left a coroutine). */
 void scoreboard_idle(struct score_slot *s);
+/* The thread is alive (at least once a second while it serves). */
+void scoreboard_beat(struct score_slot *s);
+/* The calling thread serves through slot: a crash on it (SIGSEGV, also on
+ * a stack overflow, through an alternate signal stack) marks the slot, so
+ * the supervisor blames the right request. */
+void scoreboard_thread_enter(struct score_slot *slot);
+void scoreboard_thread_leave(void);
+/* From a fatal-signal handler: marks the calling thread's slot. */
+void scoreboard_thread_crashed(void);
 uint64_t monotonic_ms(void);
 uint64_t monotonic_us(void);
 
@@ -57,139 +79,226 @@ struct fcgate_host {
     const struct config *cfg;
 };
 
-/* worker.c */
+/* request.c: one request, the fcgate_req behind the app API. It knows no
+ * socket, connection or worker: a req_chan says how to write and wait. */
+struct req_chan;
+struct req_io {
+    /* All of buf, or -1 (the peer is gone). */
+    int (*write)(struct req_chan *ch, const void *buf, size_t len);
+    int (*sleep)(struct req_chan *ch, unsigned ms);
+    int (*wait_fd)(struct req_chan *ch, int fd, short events, int timeout_ms);
+    int (*db)(struct req_chan *ch, int (*fn)(sqlite3 *db, void *arg), void *arg);
+};
+
+/* What requests run: one per worker. */
+struct req_app {
+    const struct fcgate_app *app;
+    void *ctx;
+    const char *access_format; /* NULL: LOG_ACCESS_FORMAT_DEFAULT */
+};
+
+/* The side of a connection a request sees. */
+struct req_chan {
+    const struct req_io *io;
+    const struct req_app *app;
+    struct codec codec;        /* the request's params */
+    struct codec_buf wire;     /* records on their way out, reused */
+    struct codec_buf head;     /* the response head being built, reused */
+    struct score_slot *slot;   /* NULL: not on the scoreboard */
+    const char *method, *path; /* of the request running, NULL between requests */
+    char what[128];            /* "METHOD /path" of the last request started */
+    uint64_t start_ms;         /* when the running request started */
+    int cancelled;             /* over `timeout` (async): its waits fail */
+};
+
+struct request_body {
+    struct codec_buf buf;
+    size_t limit;
+    int too_big;
+};
+
+enum req_result { REQ_ANSWERED, REQ_PEER_GONE };
+/* Runs the app on a complete request; writes the response and END_REQUEST. */
+enum req_result request_run(struct req_chan *ch, uint16_t id, struct request_body *body);
+
+/* conn.c: one FastCGI connection, driven by the codec. Reads and writes
+ * never block: when the socket is not ready, the engine's wait decides
+ * what waiting means (block the thread, or switch coroutines). */
+struct conn;
+struct conn_ops {
+    /* Until fd is ready for events (POLLIN / POLLOUT): 0, or -1 to give
+     * up on the connection. */
+    int (*wait)(struct conn *c, short events);
+    int (*sleep)(struct conn *c, unsigned ms);
+    int (*wait_fd)(struct conn *c, int fd, short events, int timeout_ms);
+    int (*db)(struct conn *c, int (*fn)(sqlite3 *db, void *arg), void *arg);
+    /* The socket leaves this process while it lives on in another
+     * (handed over): out of the engine's epoll set, or its events would
+     * keep coming here. NULL: nothing to do. */
+    void (*unwatch)(struct conn *c);
+};
+
+/* What every connection of a worker shares. */
+struct conn_env {
+    struct codec_limits limits;
+    size_t max_body_bytes;
+    struct req_app app;
+};
+
+struct conn {
+    int fd;
+    const struct conn_ops *ops;
+    const struct conn_env *env;
+    struct req_chan ch;
+    uint8_t *rbuf; /* received, not yet decoded: rbuf[roff..rhave) */
+    size_t roff, rhave;
+    struct request_body body;
+    int all_read;         /* closing: the peer sent nothing more (conn_close) */
+    unsigned long served; /* requests answered on this connection */
+};
+
+enum conn_result {
+    CONN_SERVED, /* a request was answered and the connection stays: serve on */
+    CONN_IDLE,   /* between requests, nothing received: wait until readable */
+    CONN_CLOSED, /* closed (peer, error, protocol): fd closed, buffers freed */
+};
+
+/* Prepares c for conn_serve: fd, ops and env set by the caller. kept: a
+ * connection that has served requests already (handed over). */
+void conn_init(struct conn *c, int fd, const struct conn_ops *ops, const struct conn_env *env,
+               int kept);
+/* Serves c until a request is answered, it goes idle, or it closes. */
+enum conn_result conn_serve(struct conn *c);
+/* Between records, nothing of the next one received or buffered: the
+ * connection may move to another process. */
+int conn_at_boundary(const struct conn *c);
+/* Bytes received and not yet decoded. */
+int conn_buffered(const struct conn *c);
+/* Shuts the socket down, closes it and frees c's buffers. */
+void conn_close(struct conn *c);
+/* Closes this process's descriptor only (the socket lives on elsewhere:
+ * handed over) and frees c's buffers. */
+void conn_detach(struct conn *c);
+
+/* intake.c: new connections, from the listen sockets and from the
+ * hand-over pair, for every engine. Sources are numbered: 0..nlisten-1
+ * the listen sockets, nlisten the pair. */
+struct worker;
+enum intake_result { INTAKE_OK, INTAKE_EMPTY, INTAKE_NOFD };
+/* Adds (on) or removes the sources to/from epoll set ep, EPOLLEXCLUSIVE
+ * so that one connection wakes one waiter; tags[src] is each source's
+ * event data. 0, or -1 (logged). */
+int intake_watch(const struct worker *w, int ep, int on, const epoll_data_t *tags);
+size_t intake_sources(const struct worker *w);
+/* One connection from src (non-blocking, close-on-exec): INTAKE_OK with
+ * *fd and *kept (it served requests already); INTAKE_EMPTY; INTAKE_NOFD
+ * when out of descriptors (logged: pause, the source stays readable). */
+enum intake_result intake_take(const struct worker *w, size_t src, int *fd, int *kept);
+/* A stopping worker, its sources out of its epoll set, passes on the
+ * connections that may have woken it. */
+void intake_pass_on(const struct worker *w);
+
+/* drain.c: the worker's requests counted, and its stop decided in one
+ * place. Engines supply how to close their intake and find their idle
+ * connections; drain decides what happens to each. */
+void drain_stop(struct worker *w);
+int drain_stopping(const struct worker *w);
+/* n more requests served; at max_requests the worker starts to stop. */
+void drain_count(struct worker *w, unsigned long n);
+/* Serves c for the engine: CONN_CLOSED when c is gone (closed or handed
+ * over; free it), CONN_IDLE when it waits for its next request (call
+ * again once readable). An engine whose wait looks at readiness afresh
+ * (level-triggered) sets idle_after_response: after a response with
+ * nothing more received, c is idle without another read (which would
+ * mostly find nothing: nginx sends the next request later). */
+enum conn_result drain_serve(struct worker *w, struct conn *c, int idle_after_response);
+/* An idle connection's fate now: 1 if it is to leave (hand over or
+ * close), 0 if it waits for its next request. */
+int drain_should_leave(const struct worker *w, const struct conn *c);
+/* Hands c over to a worker that stays, else closes it. */
+void drain_leave(struct worker *w, struct conn *c);
+struct drain_ops {
+    void (*stop_intake)(void *engine);  /* no more new connections */
+    void (*release_idle)(void *engine); /* drain_should_leave each idle one */
+};
+/* The stop sequence, once per worker: close intake, pass on what may have
+ * woken us, let idle connections go. In-flight requests finish after. */
+void drain_begin(struct worker *w, const struct drain_ops *ops, void *engine);
+
+/* worker.c (its state; engines and drain read it) */
 struct worker {
     const struct config *cfg;
-    struct app_module mod;
-    void *app_ctx;
+    const struct engine *engine;
     const int *listen_fds;
     size_t nlisten;
     size_t index; /* worker number, 0-based */
     struct scoreboard *sb;
+    unsigned generation;
+    long max_requests;             /* 0: unlimited; this worker's share with jitter */
+    const struct handoff *handoff; /* where idle connections go on retiring */
+    struct conn_env env;
     int stop_fd; /* eventfd, readable once the worker is stopping */
     atomic_int stopping;
     atomic_long served;
     atomic_long handed_over; /* idle connections passed on while stopping */
-    long max_requests;       /* 0: unlimited; this worker's share with jitter */
-    unsigned generation;
-    struct codec_limits limits;
-    /* Blocking engines: idle kept-alive connections wait here, in an epoll
-     * set of their own, instead of holding a serving thread. */
-    int park_ep;
-    pthread_mutex_t park_mu;
-    struct conn *parked;
-    struct conn *left;             /* handed over while parked: freed at exit */
-    atomic_int draining;           /* stopping: the DRAIN_* steps of engine_sync.c done */
-    const struct handoff *handoff; /* where idle connections go on retiring */
+    struct app_module mod;
 };
+
+/* engine_sync.c / engine_async.c: the modes, as descriptors. */
+struct engine {
+    const char *name;
+    const char *unit;   /* what concurrency counts, for logs */
+    const char *beater; /* what beats in a worker, for logs */
+    int threadsafe;     /* the module must declare FCGATE_APP_THREADSAFE */
+    /* Scoreboard slots per worker (serving threads). */
+    size_t (*slots)(const struct config *cfg);
+    /* Requests one worker serves at once. */
+    unsigned (*concurrency)(const struct config *cfg);
+    /* Serves until the worker has stopped. */
+    void (*run)(struct worker *w);
+};
+extern const struct engine engine_sync, engine_threads, engine_async;
+
+/* engine.c */
+const struct engine *engine_for(enum config_mode mode);
+/* A worker's limits, answered to FCGI_GET_VALUES. */
+struct codec_limits engine_codec_limits(const struct config *cfg);
 
 /* A worker that could not start (module, init, privileges) exits so. */
 #define WORKER_EXIT_BOOT 3
 
 /* The uid and gid of cfg->user / cfg->group (set). 0, or -1 (logged). */
 int worker_ids(const struct config *cfg, uid_t *uid, gid_t *gid);
-
 /* Runs in the child after fork; never returns. */
 void worker_main(struct worker *w) __attribute__((noreturn));
-/* Asks the worker to stop after its current requests (any thread). */
-void worker_stop(struct worker *w);
-/* The calling thread serves through slot: a crash on it (SIGSEGV, also
- * on a stack overflow, through an alternate signal stack) marks the slot
- * so the supervisor blames the right request. */
-void worker_thread_init(struct score_slot *slot);
-void worker_thread_fini(void);
-/* Acts on signals recorded by handlers (USR1: reopen logs). */
-void worker_poll_signals(void);
-/* Counts one served request; stops the worker at max_requests. */
-void worker_count_request(struct worker *w);
 
-/* conn.c: one FastCGI connection, driven by the codec, with I/O through
- * the engine's functions (blocking, or yielding in async mode). */
-struct conn;
-#define CONN_READ_STOP (-2) /* idle, and the worker is stopping: hand over or close */
-#define CONN_READ_PARK (-3) /* idle, no bytes yet: park the connection */
-/* What a read waits for: the rest of a request, or the next one. A
- * stopping worker hands its idle connections over to a worker that stays
- * (handoff.h). Without one to hand to, it closes kept-alive connections
- * between requests, but serves the first request of a connection it has
- * accepted: nginx opened it to send one, and may already be sending. */
-enum conn_idle { CONN_BUSY = 0, CONN_IDLE_FRESH, CONN_IDLE_KEPT };
-struct conn_io {
-    /* Up to len bytes into buf: >0, 0 at EOF, -1 on error; when idle
-     * (enum conn_idle) also CONN_READ_PARK, and CONN_READ_STOP when
-     * conn_stop_idle() says so. */
-    ssize_t (*read)(struct conn *c, void *buf, size_t len, int idle);
-    /* All of buf, or -1 (peer gone). */
-    int (*write)(struct conn *c, const void *buf, size_t len);
-    int (*sleep)(struct conn *c, unsigned ms);
-    int (*wait_fd)(struct conn *c, int fd, short events, int timeout_ms);
-    int (*db)(struct conn *c, int (*fn)(sqlite3 *db, void *arg), void *arg);
+/* policy.c: the supervisor's decisions, functions of their inputs. */
+struct backoff {
+    uint64_t delay_ms, last_failure_ms, next_spawn_ms;
 };
-
-struct conn {
-    int fd;
-    struct worker *w;
-    struct score_slot *slot;
-    const struct conn_io *io;
-    void *engine; /* the engine's own per-connection state */
-    struct codec codec;
-    struct codec_buf wire;              /* records on their way out, reused */
-    struct codec_buf head;              /* the response head being built, reused */
-    const char *method, *path;          /* of the request running, for logs */
-    char what[128];                     /* "METHOD /path" of the last request started */
-    uint64_t req_start_ms;              /* when the running request started */
-    int cancelled;                      /* async: over `timeout`; its waits fail */
-    int all_read;                       /* closing: the peer sent nothing more (conn_close) */
-    unsigned long served;               /* requests answered on this connection */
-    struct conn *park_prev, *park_next; /* blocking engines' parked list */
-    int parked;                         /* on it (under the worker's park_mu) */
+/* A worker that lived age_ms ended at now, cleanly or not: updates when
+ * the next one may start (a floor against fork storms). */
+void policy_worker_ended(struct backoff *b, uint64_t now, uint64_t age_ms, int clean);
+enum boot_verdict {
+    BOOT_RETRY,   /* respawn it */
+    BOOT_REVERT,  /* a reload's generation cannot boot: keep the old one */
+    BOOT_GIVE_UP, /* stop the server */
 };
-
-enum conn_result { CONN_CLOSED, CONN_PARKED, CONN_HANDED_OFF };
-#define CONN_ACCEPT_NOFD (-2)
-/* accept4 (close-on-exec, plus flags): the fd; -1 when there was nothing
- * to take; CONN_ACCEPT_NOFD when out of descriptors (logged: pause). */
-int conn_accept(int lfd, int flags);
-/* Prepares c (fd, w, io set) for conn_serve. */
-void conn_init(struct conn *c);
-/* Serves requests on c->fd until the peer closes, an error, or the worker
- * stops; then shuts the socket down, closes it and frees c's buffers:
- * CONN_CLOSED. CONN_PARKED when the engine's read asked to park an idle
- * connection: call conn_serve again once the socket is readable. */
-enum conn_result conn_serve(struct conn *c);
-/* Closes an idle (parked) connection and frees its buffers. */
-void conn_discard(struct conn *c);
-/* The worker is stopping and c, idle in state idle (enum conn_idle), is to
- * leave now: always when kept alive, and a fresh one when it can be
- * handed over (it must not be closed before its first request). */
-int conn_stop_idle(const struct conn *c, int idle);
-/* A stopping worker, its listen sockets and the hand-over pair out of its
- * epoll set, passes on the connections that may have woken it. */
-void conn_pass_on_pending(struct worker *w);
-/* An idle connection leaves a stopping worker: handed over to a serving
- * worker when possible (CONN_HANDED_OFF), else closed (CONN_CLOSED). Frees
- * c's buffers either way. */
-enum conn_result conn_leave(struct conn *c);
-
-/* request.c: the fcgate_req behind the app API. */
-struct request_body {
-    struct codec_buf buf;
-    size_t limit;
-    int too_big;
+/* A worker could not boot. *in_row counts such failures since the last
+ * worker that came up. */
+enum boot_verdict policy_boot_failed(int gen_ever_ready, int have_previous, int *in_row);
+/* The slot of a dead worker to blame: the one killed for a timeout
+ * (timed_out: 1 + its index), the one its crash handler marked, else the
+ * first one busy; -1 if none. */
+long policy_blame(const struct score_slot *slots, size_t n, size_t timed_out);
+enum overdue {
+    OVERDUE_NONE,
+    OVERDUE_REQUEST, /* a request runs past timeout */
+    OVERDUE_SILENT,  /* a thread has not beaten past timeout, outside a request */
 };
-/* Runs the app on a complete request; writes the response and END_REQUEST.
- * -1 when the peer is gone (the connection is to be closed). */
-int request_run(struct conn *c, uint16_t id, struct request_body *body);
-
-/* engine_sync.c / engine_threads.c: serve until stopping. */
-void engine_sync_run(struct worker *w);
-void engine_threads_run(struct worker *w);
-void engine_async_run(struct worker *w);
-/* The accept loop of one serving thread (shared by sync and threads). */
-void engine_sync_thread(struct worker *w, struct score_slot *slot);
-/* Sets up / tears down the parking set (closing what is parked). */
-int engine_sync_park_init(struct worker *w);
-void engine_sync_park_fini(struct worker *w);
+/* Whether a ready worker's slots show it stuck; *which is the slot. */
+enum overdue policy_overdue(const struct score_slot *slots, size_t n, uint64_t now, int timeout_s,
+                            size_t *which);
 
 /* supervisor.c */
 /* Builds the configuration afresh (file + command line) for a reload.

@@ -282,3 +282,18 @@ size_t log_access_render(char *out, size_t cap, const char *fmt, const struct ac
     out[n] = '\0';
     return n;
 }
+
+/* A signal handler may only set a flag: reopening allocates and logs. */
+static atomic_int reopen_pending;
+
+void log_request_reopen(void)
+{
+    atomic_store(&reopen_pending, 1);
+}
+
+void log_poll_reopen(void)
+{
+    if (atomic_load_explicit(&reopen_pending, memory_order_relaxed) &&
+        atomic_exchange(&reopen_pending, 0))
+        log_reopen();
+}

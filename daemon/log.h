@@ -18,6 +18,11 @@ int log_open(int level, const char *error_path, const char *access_path);
 /* Reopens both files (logrotate, USR1). 0 or -1 (logged). */
 int log_reopen(void);
 
+/* From a signal handler (async-signal-safe): reopen at the next poll. */
+void log_request_reopen(void);
+/* Reopens the files if a reopen was requested (serving loops call it). */
+void log_poll_reopen(void);
+
 /* Tags lines with this process's role, e.g. "worker 3"; pid is added. */
 void log_set_role(const char *role);
 

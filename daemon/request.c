@@ -24,7 +24,7 @@
 #define OUT_FLUSH 65536
 
 struct fcgate_req {
-    struct conn *c;
+    struct req_chan *ch;
     uint16_t id;
     struct request_body *body;
     size_t read_off;
@@ -103,7 +103,7 @@ static long url_decode(const char *src, size_t n, char *dst, size_t cap, int plu
  * what nginx made of it, and not every front end sends them. */
 static const char *derive_path(struct fcgate_req *r)
 {
-    const struct codec *cd = &r->c->codec;
+    const struct codec *cd = &r->ch->codec;
     const char *uri = codec_param(cd, "REQUEST_URI");
     if (uri && *uri) {
         size_t n = strcspn(uri, "?#");
@@ -150,7 +150,7 @@ const char *fcgate_query(fcgate_req *r)
 
 const char *fcgate_param(fcgate_req *r, const char *name)
 {
-    return name ? codec_param(&r->c->codec, name) : NULL;
+    return name ? codec_param(&r->ch->codec, name) : NULL;
 }
 
 const char *fcgate_header(fcgate_req *r, const char *name)
@@ -161,16 +161,16 @@ const char *fcgate_header(fcgate_req *r, const char *name)
     if (!name)
         return NULL;
     if (strcasecmp(name, "Content-Type") == 0)
-        return codec_param(&r->c->codec, "CONTENT_TYPE");
+        return codec_param(&r->ch->codec, "CONTENT_TYPE");
     if (strcasecmp(name, "Content-Length") == 0)
-        return codec_param(&r->c->codec, "CONTENT_LENGTH");
+        return codec_param(&r->ch->codec, "CONTENT_LENGTH");
     for (const char *p = name; *p; p++) {
         if (n + 1 >= sizeof(key))
             return NULL;
         key[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
     }
     key[n] = '\0';
-    return codec_param(&r->c->codec, key);
+    return codec_param(&r->ch->codec, key);
 }
 
 int fcgate_query_value(fcgate_req *r, const char *key, char *buf, size_t len)
@@ -288,7 +288,7 @@ static int is_token(const char *s)
 
 int fcgate_add_header(fcgate_req *r, const char *name, const char *value)
 {
-    struct codec_buf *h = &r->c->head;
+    struct codec_buf *h = &r->ch->head;
 
     if (r->headers_sent || !name || !value || !is_token(name) || strpbrk(value, "\r\n") ||
         strcasecmp(name, "Status") == 0)
@@ -307,8 +307,8 @@ int fcgate_add_header(fcgate_req *r, const char *name, const char *value)
 /* Sends what is buffered; with final, the response ends (END_REQUEST). */
 static int flush(struct fcgate_req *r, int final)
 {
-    struct conn *c = r->c;
-    struct codec_buf *w = &c->wire;
+    struct req_chan *ch = r->ch;
+    struct codec_buf *w = &ch->wire;
     int rc = 0;
 
     w->len = 0;
@@ -324,7 +324,7 @@ static int flush(struct fcgate_req *r, int final)
             n = snprintf(line, sizeof(line), "Content-Length: %zu\r\n", r->out.len);
             rc |= codec_buf_append(&blk, line, (size_t)n);
         }
-        rc |= codec_buf_append(&blk, c->head.data, c->head.len);
+        rc |= codec_buf_append(&blk, ch->head.data, ch->head.len);
         rc |= codec_buf_append(&blk, "\r\n", 2);
         rc |= codec_buf_append(&blk, r->out.data, r->out.len);
         rc |= codec_put_stdout(w, r->id, blk.data, blk.len);
@@ -342,7 +342,7 @@ static int flush(struct fcgate_req *r, int final)
         r->gone = 1;
         return FCGATE_ENOMEM;
     }
-    if (!r->gone && c->io->write(c, w->data, w->len) < 0)
+    if (!r->gone && ch->io->write(ch, w->data, w->len) < 0)
         r->gone = 1;
     if (w->cap > 4 * OUT_FLUSH)
         codec_buf_free(w);
@@ -351,7 +351,7 @@ static int flush(struct fcgate_req *r, int final)
 
 int fcgate_write(fcgate_req *r, const void *buf, size_t len)
 {
-    if (r->c->cancelled)
+    if (r->ch->cancelled)
         return FCGATE_ETIMEDOUT;
     if (r->gone)
         return FCGATE_ECLOSED;
@@ -389,19 +389,19 @@ int fcgate_db(fcgate_req *r, int (*fn)(sqlite3 *db, void *arg), void *arg)
 {
     if (!fn)
         return FCGATE_EINVAL;
-    return r->c->io->db(r->c, fn, arg);
+    return r->ch->io->db(r->ch, fn, arg);
 }
 
 int fcgate_sleep(fcgate_req *r, unsigned ms)
 {
-    return r->c->io->sleep(r->c, ms);
+    return r->ch->io->sleep(r->ch, ms);
 }
 
 int fcgate_wait_fd(fcgate_req *r, int fd, short events, int timeout_ms)
 {
     if (fd < 0)
         return FCGATE_EINVAL;
-    return r->c->io->wait_fd(r->c, fd, events, timeout_ms);
+    return r->ch->io->wait_fd(r->ch, fd, events, timeout_ms);
 }
 
 void fcgate_log(fcgate_req *r, int level, const char *fmt, ...)
@@ -434,7 +434,7 @@ int fcgate_host_db(const fcgate_host *h, int (*fn)(sqlite3 *db, void *arg), void
 /* An error answer in place of whatever the handler buffered. */
 static void replace_body(struct fcgate_req *r, const char *text)
 {
-    r->c->head.len = 0;
+    r->ch->head.len = 0;
     r->out.len = 0;
     r->has_ctype = r->has_clen = 0;
     if (codec_buf_append(&r->out, text, strlen(text)) < 0)
@@ -445,13 +445,13 @@ static void access_log(struct fcgate_req *r, uint64_t t0_us)
 {
     struct timespec ts;
     char line[2048];
-    const char *fmt = r->c->w->cfg->log_access_format;
+    const char *fmt = r->ch->app->access_format;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     struct access_fields f = {
-        .remote_addr = codec_param(&r->c->codec, "REMOTE_ADDR"),
+        .remote_addr = codec_param(&r->ch->codec, "REMOTE_ADDR"),
         .method = r->method,
-        .uri = codec_param(&r->c->codec, "REQUEST_URI"),
+        .uri = codec_param(&r->ch->codec, "REQUEST_URI"),
         .path = r->path,
         .query = r->query,
         .status = r->status,
@@ -466,34 +466,34 @@ static void access_log(struct fcgate_req *r, uint64_t t0_us)
     log_access_line(line, n);
 }
 
-int request_run(struct conn *c, uint16_t id, struct request_body *body)
+enum req_result request_run(struct req_chan *ch, uint16_t id, struct request_body *body)
 {
-    struct worker *w = c->w;
-    struct fcgate_req r = {.c = c, .id = id, .body = body, .status = 200};
+    const struct req_app *app = ch->app;
+    struct fcgate_req r = {.ch = ch, .id = id, .body = body, .status = 200};
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     uint64_t t0_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-    c->head.len = 0;
-    r.method = codec_param(&c->codec, "REQUEST_METHOD");
+    ch->head.len = 0;
+    r.method = codec_param(&ch->codec, "REQUEST_METHOD");
     if (!r.method)
         r.method = "";
-    r.query = codec_param(&c->codec, "QUERY_STRING");
+    r.query = codec_param(&ch->codec, "QUERY_STRING");
     if (!r.query)
         r.query = "";
     r.path = derive_path(&r);
-    c->method = r.method;
-    c->path = r.path;
-    c->req_start_ms = monotonic_ms();
-    c->cancelled = 0;
-    snprintf(c->what, sizeof(c->what), "%s %s", r.method, r.path);
-    if (c->slot) {
-        scoreboard_begin(c->slot, r.method, r.path);
-        atomic_fetch_add_explicit(&c->slot->active, 1, memory_order_relaxed);
+    ch->method = r.method;
+    ch->path = r.path;
+    ch->start_ms = t0_us / 1000u;
+    ch->cancelled = 0;
+    snprintf(ch->what, sizeof(ch->what), "%s %s", r.method, r.path);
+    if (ch->slot) {
+        scoreboard_begin(ch->slot, r.method, r.path);
+        atomic_fetch_add_explicit(&ch->slot->active, 1, memory_order_relaxed);
     }
 
-    int rc = w->mod.app->handle(w->app_ctx, &r);
-    if (c->cancelled) {
+    int rc = app->app->handle(app->ctx, &r);
+    if (ch->cancelled) {
         /* Over `timeout` (async mode): whatever the handler made of its
          * failed waits, the client gets a 504, or a cut if it already
          * had the head of the response. */
@@ -515,14 +515,13 @@ int request_run(struct conn *c, uint16_t id, struct request_body *body)
         flush(&r, 1);
     if (log_access_enabled())
         access_log(&r, t0_us);
-    if (c->slot) {
-        atomic_fetch_sub_explicit(&c->slot->active, 1, memory_order_relaxed);
-        scoreboard_end(c->slot);
+    if (ch->slot) {
+        atomic_fetch_sub_explicit(&ch->slot->active, 1, memory_order_relaxed);
+        scoreboard_end(ch->slot);
     }
     codec_buf_free(&r.out);
-    c->method = c->path = NULL;
-    c->cancelled = 0;
+    ch->method = ch->path = NULL;
+    ch->cancelled = 0;
     free(r.path_buf);
-    worker_count_request(w);
-    return r.gone ? -1 : 0;
+    return r.gone ? REQ_PEER_GONE : REQ_ANSWERED;
 }

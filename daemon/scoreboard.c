@@ -9,7 +9,9 @@
  */
 #include "fcgate.h"
 
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -69,4 +71,39 @@ void scoreboard_end(struct score_slot *s)
 void scoreboard_idle(struct score_slot *s)
 {
     atomic_store_explicit(&s->start_ms, 0, memory_order_release);
+}
+
+void scoreboard_beat(struct score_slot *s)
+{
+    atomic_store_explicit(&s->heartbeat_ms, monotonic_ms(), memory_order_relaxed);
+}
+
+static _Thread_local struct score_slot *thread_slot;
+static _Thread_local void *thread_altstack;
+
+void scoreboard_thread_enter(struct score_slot *slot)
+{
+    thread_slot = slot;
+    scoreboard_beat(slot);
+    size_t size = SIGSTKSZ < 65536 ? 65536 : SIGSTKSZ;
+    thread_altstack = malloc(size);
+    if (thread_altstack) {
+        stack_t ss = {.ss_sp = thread_altstack, .ss_size = size, .ss_flags = 0};
+        sigaltstack(&ss, NULL);
+    }
+}
+
+void scoreboard_thread_leave(void)
+{
+    stack_t ss = {.ss_flags = SS_DISABLE};
+    sigaltstack(&ss, NULL);
+    free(thread_altstack);
+    thread_altstack = NULL;
+    thread_slot = NULL;
+}
+
+void scoreboard_thread_crashed(void)
+{
+    if (thread_slot)
+        atomic_store(&thread_slot->crashed, 1);
 }

@@ -35,7 +35,12 @@
 #define MAX_GENERATIONS 8
 #define FAST_STOP_MS 2000
 #define ABORT_GRACE_MS 1000
-#define BOOT_FAILURES_MAX 5
+
+enum state {
+    RUNNING,
+    STOPPING,      /* TERM: in-flight requests finish within graceful_timeout */
+    STOPPING_FAST, /* INT, QUIT, or workers that cannot boot */
+};
 
 struct generation {
     unsigned id;
@@ -64,12 +69,12 @@ static struct {
     int listen_fds[CONFIG_MAX_LISTEN];
     struct listen_addr addrs[CONFIG_MAX_LISTEN];
     size_t nlisten;
-    int stopping; /* 0, 1 graceful, 2 fast */
+    enum state state;
     uint64_t stop_deadline_ms;
     int killed_all;
     int exit_code;
-    uint64_t next_spawn_ms, backoff_ms, last_failure_ms;
-    int boot_failures;
+    struct backoff backoff;
+    int boot_failures; /* in a row, since a worker last came up */
     unsigned next_gen;
     supervisor_reload_fn reload;
     char *pidfile;
@@ -96,7 +101,7 @@ static struct generation *gen_new(struct config *cfg)
     struct generation *g = calloc(1, sizeof(*g));
     if (!g)
         return NULL;
-    size_t per = cfg->mode == MODE_THREADS ? (size_t)cfg->threads : 1;
+    size_t per = engine_for(cfg->mode)->slots(cfg);
     if (scoreboard_create(&g->sb, MAX_WORKERS, per) < 0) {
         free(g);
         return NULL;
@@ -214,7 +219,7 @@ static int spawn(struct generation *g, size_t index)
 static void spawn_missing(uint64_t now)
 {
     struct generation *g = S.cur;
-    if (now < S.next_spawn_ms)
+    if (now < S.backoff.next_spawn_ms)
         return;
     for (size_t i = 0; i < (size_t)g->cfg.workers; i++)
         if (!index_taken(g, i) && spawn(g, i) < 0)
@@ -232,26 +237,14 @@ static void describe_exit(int status, char *buf, size_t len)
         snprintf(buf, len, "ended (status 0x%x)", (unsigned)status);
 }
 
-static void stop_all(int how, int code, uint64_t now);
+static void stop_all(enum state how, int code, uint64_t now);
 
-/* The request a dead worker was running when it died: the slot its
- * crash handler marked, else the (first) one busy. */
+/* The request a dead worker was running when it died, or NULL. */
 static const struct score_slot *blame(const struct generation *g, const struct proc *p)
 {
-    const struct score_slot *busy = NULL;
-    size_t index = p->index;
-    /* Killed for a request over `timeout`: that request, whichever of the
-     * worker's threads the signal happened to interrupt. */
-    if (p->timed_out)
-        return scoreboard_slot(&g->sb, index, p->timed_out - 1);
-    for (size_t t = 0; t < g->sb.per_worker; t++) {
-        const struct score_slot *s = scoreboard_slot(&g->sb, index, t);
-        if (atomic_load(&s->crashed) && atomic_load(&s->start_ms))
-            return s;
-        if (!busy && atomic_load(&s->start_ms))
-            busy = s;
-    }
-    return busy;
+    const struct score_slot *slots = scoreboard_slot(&g->sb, p->index, 0);
+    long t = policy_blame(slots, g->sb.per_worker, p->timed_out);
+    return t < 0 ? NULL : &slots[t];
 }
 
 /* The generation a reload replaced, if it is still serving. */
@@ -286,23 +279,28 @@ static void on_exit_proc(struct proc *p, int status, uint64_t now)
 
     *p = S.procs[--S.nprocs];
     describe_exit(status, how, sizeof(how));
-    if (S.stopping || dead.term_ms || g != S.cur) {
+    if (S.state != RUNNING || dead.term_ms || g != S.cur) {
         if (!clean)
             log_info("worker %zu (pid %d) %s", dead.index, (int)dead.pid, how);
         return;
     }
     if (boot) {
         log_error("worker %zu (pid %d) could not start", dead.index, (int)dead.pid);
-        if (!g->ever_ready && previous_gen()) {
+        switch (policy_boot_failed(g->ever_ready, previous_gen() != NULL, &S.boot_failures)) {
+        case BOOT_REVERT:
             reload_failed(now);
-        } else if (!g->ever_ready) {
-            log_error("stopping: workers cannot start (see the error above)");
-            stop_all(2, 1, now);
-        } else if (++S.boot_failures >= BOOT_FAILURES_MAX) {
-            log_error("stopping: %d workers in a row could not start", S.boot_failures);
-            stop_all(2, 1, now);
+            break;
+        case BOOT_GIVE_UP:
+            if (g->ever_ready)
+                log_error("stopping: %d workers in a row could not start", S.boot_failures);
+            else
+                log_error("stopping: workers cannot start (see the error above)");
+            stop_all(STOPPING_FAST, 1, now);
+            break;
+        case BOOT_RETRY:
+            break;
         }
-        if (S.stopping || g != S.cur)
+        if (S.state != RUNNING || g != S.cur)
             return;
     } else if (clean) {
         log_info("worker %zu (pid %d) exited; replacing it", dead.index, (int)dead.pid);
@@ -314,21 +312,7 @@ static void on_exit_proc(struct proc *p, int status, uint64_t now)
         else
             log_error("worker %zu (pid %d) %s; respawning", dead.index, (int)dead.pid, how);
     }
-    /* Respawn floor: a worker that fails young delays the next spawn,
-     * doubling up to 10 s, so a crash loop cannot become a fork storm. A
-     * clean exit (max_requests, TTOU) is no failure, and a quiet spell
-     * of 10 s forgets earlier ones. */
-    if (clean)
-        return;
-    if (now - S.last_failure_ms > 10000)
-        S.backoff_ms = 0;
-    S.last_failure_ms = now;
-    if (now - dead.started_ms < 1000) {
-        S.backoff_ms = S.backoff_ms ? S.backoff_ms * 2 : 100;
-        if (S.backoff_ms > 10000)
-            S.backoff_ms = 10000;
-        S.next_spawn_ms = now + S.backoff_ms;
-    }
+    policy_worker_ended(&S.backoff, now, now - dead.started_ms, clean);
 }
 
 static void reap(uint64_t now)
@@ -424,59 +408,57 @@ static void reload(uint64_t now)
         return;
     }
     S.cur = g;
-    S.next_spawn_ms = 0;
+    S.backoff.next_spawn_ms = 0;
     log_info("generation %u starting %d workers; generation %u serves until they are ready", g->id,
              g->cfg.workers, old->id);
     spawn_missing(now);
 }
 
+/* A ready worker with a request past `timeout` or a thread silent past
+ * it gets SIGABRT (its crash handler marks the slot; a core shows where),
+ * then SIGKILL; one still draining past graceful_timeout gets SIGKILL. */
 static void check_timeouts(uint64_t now)
 {
     for (size_t i = 0; i < S.nprocs; i++) {
         struct proc *p = &S.procs[i];
-        int timeout = p->gen->cfg.timeout;
+        const struct config *cfg = &p->gen->cfg;
         if (p->abort_ms) {
             if (now - p->abort_ms > ABORT_GRACE_MS)
                 kill(p->pid, SIGKILL);
             continue;
         }
         if (p->term_ms) {
-            int grace = p->gen->cfg.graceful_timeout;
-            if (now - p->term_ms > (uint64_t)grace * 1000u) {
+            if (now - p->term_ms > (uint64_t)cfg->graceful_timeout * 1000u) {
                 log_warn("worker %zu (pid %d) still busy %d s after TERM; killing", p->index,
-                         (int)p->pid, grace);
+                         (int)p->pid, cfg->graceful_timeout);
                 kill(p->pid, SIGKILL);
                 p->abort_ms = now;
             }
             continue;
         }
-        if (timeout <= 0)
+        if (!p->ready)
             continue;
-        for (size_t t = 0; t < p->gen->sb.per_worker; t++) {
-            struct score_slot *s = scoreboard_slot(&p->gen->sb, p->index, t);
-            uint64_t start = atomic_load(&s->start_ms);
-            if (start && now > start && now - start > (uint64_t)timeout * 1000u) {
-                log_error("worker %zu (pid %d): %s %s running for %.1f s, over timeout %d s; "
-                          "killing the worker",
-                          p->index, (int)p->pid, s->method, s->path, (double)(now - start) / 1e3,
-                          timeout);
-                kill(p->pid, SIGABRT);
-                p->abort_ms = now;
-                p->timed_out = t + 1;
-                break;
-            }
+        const struct score_slot *slots = scoreboard_slot(&p->gen->sb, p->index, 0);
+        size_t t = 0;
+        switch (policy_overdue(slots, p->gen->sb.per_worker, now, cfg->timeout, &t)) {
+        case OVERDUE_NONE:
+            continue;
+        case OVERDUE_REQUEST:
+            log_error("worker %zu (pid %d): %s %s running for %.1f s, over timeout %d s; "
+                      "killing the worker",
+                      p->index, (int)p->pid, slots[t].method, slots[t].path,
+                      (double)(now - atomic_load(&slots[t].start_ms)) / 1e3, cfg->timeout);
+            p->timed_out = t + 1;
+            break;
+        case OVERDUE_SILENT:
+            log_error("worker %zu (pid %d): %s silent for %.1f s, over timeout %d s; killing "
+                      "the worker",
+                      p->index, (int)p->pid, engine_for(cfg->mode)->beater,
+                      (double)(now - atomic_load(&slots[t].heartbeat_ms)) / 1e3, cfg->timeout);
+            break;
         }
-        if (!p->abort_ms && p->gen->cfg.mode == MODE_ASYNC && p->ready) {
-            /* The loop beats at least once a second, busy or idle. */
-            uint64_t hb = atomic_load(&scoreboard_slot(&p->gen->sb, p->index, 0)->heartbeat_ms);
-            if (hb && now > hb && now - hb > (uint64_t)timeout * 1000u + 2000u) {
-                log_error("worker %zu (pid %d): event loop silent for %.1f s, over timeout %d s; "
-                          "killing the worker",
-                          p->index, (int)p->pid, (double)(now - hb) / 1e3, timeout);
-                kill(p->pid, SIGABRT);
-                p->abort_ms = now;
-            }
-        }
+        kill(p->pid, SIGABRT);
+        p->abort_ms = now;
     }
 }
 
@@ -509,7 +491,7 @@ static void announce(uint64_t now)
         }
         systemd_notify("STATUS=%zu of %d workers ready (%s mode), %llu requests in progress, "
                        "%llu served",
-                       ready, g->cfg.workers, config_mode_name(g->cfg.mode), active, served);
+                       ready, g->cfg.workers, engine_for(g->cfg.mode)->name, active, served);
         S.next_status_ms = now + 2000;
     }
     if (S.watchdog_ms && now >= S.next_watchdog_ms) {
@@ -520,18 +502,18 @@ static void announce(uint64_t now)
 
 /* ---- stopping ---- */
 
-static void stop_all(int how, int code, uint64_t now)
+static void stop_all(enum state how, int code, uint64_t now)
 {
-    if (S.stopping >= how)
+    if (S.state >= how)
         return;
-    S.stopping = how;
+    S.state = how;
     if (code)
         S.exit_code = code;
     /* Nobody stays to take idle connections, unless a new master does
      * (USR2): it shares the hand-over pair. */
-    if (!S.upgrade_pid || how != 1)
+    if (!S.upgrade_pid || how != STOPPING)
         handoff_set_open(&S.handoff, 0);
-    if (how == 1) {
+    if (how == STOPPING) {
         S.stop_deadline_ms = now + (uint64_t)S.cur->cfg.graceful_timeout * 1000u;
         signal_gen(NULL, SIGTERM, now);
     } else {
@@ -552,20 +534,20 @@ static void on_signal(int sig, uint64_t now)
             log_info("TERM: graceful stop (up to %d s)", S.cur->cfg.graceful_timeout);
         }
         systemd_notify("STOPPING=1");
-        stop_all(1, 0, now);
+        stop_all(STOPPING, 0, now);
         break;
     case SIGINT:
     case SIGQUIT:
         log_info("%s: fast stop", sig == SIGINT ? "INT" : "QUIT");
         systemd_notify("STOPPING=1");
-        stop_all(2, 0, now);
+        stop_all(STOPPING_FAST, 0, now);
         break;
     case SIGHUP:
-        if (!S.stopping)
+        if (S.state == RUNNING)
             reload(now);
         break;
     case SIGUSR2:
-        if (!S.stopping)
+        if (S.state == RUNNING)
             upgrade();
         break;
     case SIGTTIN:
@@ -911,21 +893,15 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
         log_error("cannot map the scoreboard: %s", strerror(errno));
         goto fail;
     }
-    log_info("fcgate %s: %s mode, %d workers x %d %s, listening on %zu socket%s", FCGATE_VERSION,
-             config_mode_name(S.cur->cfg.mode), S.cur->cfg.workers,
-             S.cur->cfg.mode == MODE_THREADS ? S.cur->cfg.threads
-             : S.cur->cfg.mode == MODE_ASYNC ? S.cur->cfg.worker_connections
-                                             : 1,
-             S.cur->cfg.mode == MODE_THREADS ? "threads"
-             : S.cur->cfg.mode == MODE_ASYNC ? "connections"
-                                             : "request at a time",
-             S.nlisten, S.nlisten == 1 ? "" : "s");
+    const struct engine *e = engine_for(S.cur->cfg.mode);
+    log_info("fcgate %s: %s mode, %d workers x %u %s, listening on %zu socket%s", FCGATE_VERSION,
+             e->name, S.cur->cfg.workers, e->concurrency(&S.cur->cfg), e->unit, S.nlisten,
+             S.nlisten == 1 ? "" : "s");
 
     for (;;) {
         uint64_t now = monotonic_ms();
-        if (!S.stopping) {
+        if (S.state == RUNNING)
             spawn_missing(now);
-        }
         struct timespec tick = {0, TICK_MS * 1000000L};
         siginfo_t si;
         int sig = sigtimedwait(&set, &si, &tick);
@@ -934,7 +910,7 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
             on_signal(sig, now);
         reap(now);
         check_ready();
-        if (S.stopping) {
+        if (S.state != RUNNING) {
             if (S.nprocs == 0)
                 break;
             if (now > S.stop_deadline_ms && !S.killed_all) {

@@ -21,86 +21,26 @@
 #include <unistd.h>
 
 static struct worker *self;
-static atomic_int reopen_pending;
-static _Thread_local struct score_slot *thread_slot;
-static _Thread_local void *thread_altstack;
 
 /* Marks the slot, then lets the signal take the process: SA_RESETHAND
  * restored the default action, SA_NODEFER lets the re-raise through. */
 static void on_crash(int sig)
 {
-    if (thread_slot)
-        atomic_store(&thread_slot->crashed, 1);
+    scoreboard_thread_crashed();
     raise(sig);
-}
-
-void worker_thread_init(struct score_slot *slot)
-{
-    thread_slot = slot;
-    size_t size = SIGSTKSZ < 65536 ? 65536 : SIGSTKSZ;
-    thread_altstack = malloc(size);
-    if (thread_altstack) {
-        stack_t ss = {.ss_sp = thread_altstack, .ss_size = size, .ss_flags = 0};
-        sigaltstack(&ss, NULL);
-    }
-}
-
-void worker_thread_fini(void)
-{
-    stack_t ss = {.ss_flags = SS_DISABLE};
-    sigaltstack(&ss, NULL);
-    free(thread_altstack);
-    thread_altstack = NULL;
-    thread_slot = NULL;
-}
-
-struct codec_limits worker_codec_limits(const struct config *cfg)
-{
-    unsigned per = cfg->mode == MODE_THREADS ? (unsigned)cfg->threads
-                   : cfg->mode == MODE_ASYNC ? (unsigned)cfg->worker_connections
-                                             : 1u;
-    struct codec_limits lim = {
-        .max_params_bytes = cfg->max_params_bytes,
-        .max_conns = per * (unsigned)cfg->workers,
-        .max_reqs = per * (unsigned)cfg->workers,
-    };
-    return lim;
-}
-
-void worker_stop(struct worker *w)
-{
-    uint64_t one = 1;
-    atomic_store(&w->stopping, 1);
-    (void)!write(w->stop_fd, &one, sizeof(one));
-}
-
-void worker_count_request(struct worker *w)
-{
-    long n = atomic_fetch_add(&w->served, 1) + 1;
-    if (w->max_requests > 0 && n == w->max_requests) {
-        log_info("served %ld requests (max_requests); recycling", n);
-        worker_stop(w);
-    }
 }
 
 static void on_term(int sig)
 {
     (void)sig;
     if (self)
-        worker_stop(self); /* an atomic store and write(2): signal-safe */
+        drain_stop(self);
 }
 
-/* Only a flag: reopening allocates and logs, which a handler must not. */
 static void on_usr1(int sig)
 {
     (void)sig;
-    atomic_store(&reopen_pending, 1);
-}
-
-void worker_poll_signals(void)
-{
-    if (atomic_exchange(&reopen_pending, 0))
-        log_reopen();
+    log_request_reopen();
 }
 
 static void worker_signals(void)
@@ -190,29 +130,15 @@ static void boot_failed(void)
     _exit(WORKER_EXIT_BOOT);
 }
 
-void worker_main(struct worker *w)
+/* The module, checked against what the mode needs, and its init. */
+static void load_app(struct worker *w)
 {
-    char role[32], err[512];
+    char err[512];
     void *ctx = NULL;
     struct fcgate_host host = {.cfg = w->cfg};
 
-    self = w;
-    snprintf(role, sizeof(role), "worker %zu", w->index);
-    log_set_role(role);
-    w->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    worker_signals();
-    /* If the supervisor dies, its workers stop too. */
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (w->stop_fd < 0) {
-        log_error("eventfd: %s", strerror(errno));
-        boot_failed();
-    }
-    if (drop_privileges(w->cfg) < 0)
-        boot_failed();
-    w->limits = worker_codec_limits(w->cfg);
-    db_configure(w->cfg->app_database);
     if (app_load(w->cfg->app_module, &w->mod, err, sizeof(err)) < 0 ||
-        (w->cfg->mode == MODE_THREADS &&
+        (w->engine->threadsafe &&
          app_check_threads(&w->mod, w->cfg->app_module, err, sizeof(err)) < 0)) {
         log_error("%s", err);
         boot_failed();
@@ -225,32 +151,48 @@ void worker_main(struct worker *w)
             boot_failed();
         }
     }
-    w->app_ctx = ctx;
+    w->env = (struct conn_env){
+        .limits = engine_codec_limits(w->cfg),
+        .max_body_bytes = w->cfg->max_body_bytes,
+        .app = {.app = w->mod.app, .ctx = ctx, .access_format = w->cfg->log_access_format},
+    };
+}
+
+void worker_main(struct worker *w)
+{
+    char role[32];
+
+    self = w;
+    w->engine = engine_for(w->cfg->mode);
+    snprintf(role, sizeof(role), "worker %zu", w->index);
+    log_set_role(role);
+    w->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    worker_signals();
+    /* If the supervisor dies, its workers stop too. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (w->stop_fd < 0) {
+        log_error("eventfd: %s", strerror(errno));
+        boot_failed();
+    }
+    if (drop_privileges(w->cfg) < 0)
+        boot_failed();
+    db_configure(w->cfg->app_database);
+    load_app(w);
     for (size_t t = 0; t < w->sb->per_worker; t++) {
         struct score_slot *s = scoreboard_slot(w->sb, w->index, t);
         atomic_store(&s->generation, w->generation);
         atomic_store(&s->pid, getpid()); /* last: "ready" */
     }
-    log_debug("serving (%s mode)", config_mode_name(w->cfg->mode));
+    log_debug("serving (%s mode)", w->engine->name);
 
-    switch (w->cfg->mode) {
-    case MODE_SYNC:
-        engine_sync_run(w);
-        break;
-    case MODE_THREADS:
-        engine_threads_run(w);
-        break;
-    case MODE_ASYNC:
-        engine_async_run(w);
-        break;
-    }
+    w->engine->run(w);
 
     long handed = atomic_load(&w->handed_over);
     if (handed > 0)
         log_info("handed %ld idle connection%s over to the workers that stay", handed,
                  handed == 1 ? "" : "s");
     if (w->mod.app->fini)
-        w->mod.app->fini(ctx);
+        w->mod.app->fini(w->env.app.ctx);
     db_close_thread();
     exit(0);
 }

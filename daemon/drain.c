@@ -1,0 +1,91 @@
+/*
+ * drain.c - a worker's requests counted, and how it stops, decided in one
+ * place for every engine (nginx's worker cycle does the same for its
+ * event modules).
+ *
+ * A worker stops on TERM from the supervisor (reload, upgrade, TTOU, a
+ * full stop) or by itself at max_requests. Then, in this order: its
+ * intake closes (the listen sockets and the hand-over pair leave its
+ * epoll set, so their events go to workers that stay); it passes on what
+ * may already have woken it (intake_pass_on); its idle connections leave.
+ * Connections busy with a request finish it first (graceful_timeout
+ * bounds the wait, from the supervisor).
+ *
+ * An idle connection leaves by hand-over to a worker that stays
+ * (handoff.h), so nginx never sees a close it could race with. Without
+ * one to hand to (a full stop), a kept-alive connection is closed, but a
+ * fresh one, accepted and not yet asked anything, waits for its first
+ * request: nginx opened it to send one, and may be sending it now.
+ */
+#include "fcgate.h"
+#include "log.h"
+
+#include <unistd.h>
+
+void drain_stop(struct worker *w)
+{
+    uint64_t one = 1;
+    atomic_store(&w->stopping, 1);
+    /* An atomic store and write(2): safe in a signal handler. */
+    (void)!write(w->stop_fd, &one, sizeof(one));
+}
+
+int drain_stopping(const struct worker *w)
+{
+    return atomic_load_explicit(&w->stopping, memory_order_relaxed);
+}
+
+void drain_count(struct worker *w, unsigned long n)
+{
+    if (n == 0)
+        return;
+    long total = atomic_fetch_add(&w->served, (long)n) + (long)n;
+    if (w->max_requests > 0 && total >= w->max_requests && total - (long)n < w->max_requests) {
+        log_info("served %ld requests (max_requests); recycling", total);
+        drain_stop(w);
+    }
+}
+
+int drain_should_leave(const struct worker *w, const struct conn *c)
+{
+    if (!drain_stopping(w))
+        return 0;
+    return c->served > 0 || handoff_is_open(w->handoff);
+}
+
+void drain_leave(struct worker *w, struct conn *c)
+{
+    if (conn_at_boundary(c) && handoff_send(w->handoff, c->fd, c->served > 0) == 0) {
+        conn_detach(c);
+        atomic_fetch_add(&w->handed_over, 1);
+    } else {
+        conn_close(c);
+    }
+}
+
+enum conn_result drain_serve(struct worker *w, struct conn *c, int idle_after_response)
+{
+    for (;;) {
+        unsigned long before = c->served;
+        enum conn_result r = conn_serve(c);
+        drain_count(w, c->served - before);
+        if (r == CONN_CLOSED)
+            return r;
+        /* Between requests with nothing of the next one here: a stopping
+         * worker lets go now, rather than on the next request, which
+         * could keep it forever on a busy kept-alive connection. */
+        if ((r == CONN_IDLE || !conn_buffered(c)) && drain_should_leave(w, c)) {
+            drain_leave(w, c);
+            return CONN_CLOSED;
+        }
+        if (r == CONN_IDLE || (idle_after_response && !conn_buffered(c)))
+            return CONN_IDLE;
+    }
+}
+
+void drain_begin(struct worker *w, const struct drain_ops *ops, void *engine)
+{
+    ops->stop_intake(engine);
+    intake_pass_on(w);
+    ops->release_idle(engine);
+}
