@@ -31,7 +31,7 @@ TOP=$(cd "$BENCH_DIR/../.." && pwd)
 PEERS=$BENCH_DIR/peers
 BUILD=$TOP/build-bench
 
-ALL_TARGETS="nginx-static libfcgi-c php-fpm uwsgi uwsgi-gevent gunicorn-sync gunicorn-gthread gunicorn-gevent fcgate-sync fcgate-threads fcgate-async fcgate-sync-keepalive fcgate-threads-keepalive fcgate-async-keepalive"
+ALL_TARGETS="nginx-static null-fcgi libfcgi-c php-fpm uwsgi uwsgi-gevent gunicorn-sync gunicorn-gthread gunicorn-gevent fcgate-sync fcgate-threads fcgate-async null-fcgi-keepalive fcgate-sync-keepalive fcgate-threads-keepalive fcgate-async-keepalive"
 : "${DURATION:=8}" "${WARMUP:=2}" "${TARGETS:=$ALL_TARGETS}" "${NO_INSTALL:=0}" "${REPEAT:=1}"
 : "${SWEEP_CONNS=16 64 256 1024}" "${DOCS_DIR:=$TOP/docs}"
 : "${OUT_DIR:=/tmp/fcgate-bench.$(date -u +%Y%m%dT%H%M%SZ)}"
