@@ -468,7 +468,7 @@ static void build_requests(struct requests *rq, const struct opts *o)
 struct stats {
     struct hist lat;
     uint64_t status[STATUS_MAX];
-    uint64_t non200, err_connect, err_incomplete, err_closed, err_proto, err_timeout;
+    uint64_t non200, err_connect, err_incomplete, err_closed, err_proto, err_timeout, stalled;
     uint64_t reconnects, stdout_bytes, stderr_bytes;
 };
 
@@ -483,6 +483,7 @@ static void stats_merge(struct stats *into, const struct stats *s)
     into->err_closed += s->err_closed;
     into->err_proto += s->err_proto;
     into->err_timeout += s->err_timeout;
+    into->stalled += s->stalled;
     into->reconnects += s->reconnects;
     into->stdout_bytes += s->stdout_bytes;
     into->stderr_bytes += s->stderr_bytes;
@@ -490,13 +491,15 @@ static void stats_merge(struct stats *into, const struct stats *s)
 
 static uint64_t stats_errors(const struct stats *s)
 {
-    return s->err_connect + s->err_incomplete + s->err_closed + s->err_proto + s->err_timeout;
+    return s->err_connect + s->err_incomplete + s->err_closed + s->err_proto + s->err_timeout +
+           s->stalled;
 }
 
 /* ------------------------------------------------------------ connections */
 
 enum phase { WARMUP, MEASURE, STOP };
 static _Atomic int phase = WARMUP;
+static _Atomic uint64_t measure_start; /* us, set before phase turns MEASURE */
 
 enum conn_state { C_IDLE, C_CONNECTING, C_BUSY };
 
@@ -853,8 +856,17 @@ static void *worker_run(void *arg)
             last_check = now;
         worker_tick(w, now, check);
     }
-    for (int i = 0; i < w->nconns; i++)
-        conn_close(&w->conns[i]);
+    /* A request sent before the measured period and still unanswered at
+     * its end was starved the whole time (a server serving a few kept
+     * connections while the rest wait in its backlog): an error, not a
+     * missing sample. */
+    uint64_t m0 = atomic_load(&measure_start);
+    for (int i = 0; i < w->nconns; i++) {
+        struct conn *c = &w->conns[i];
+        if (c->state != C_IDLE && c->t_start < m0)
+            w->meas.stalled++;
+        conn_close(c);
+    }
     return NULL;
 }
 
@@ -1012,11 +1024,12 @@ static void print_human(const struct opts *o, const struct result *r)
            hist_percentile(&s->lat, .50) / 1e3, hist_percentile(&s->lat, .90) / 1e3,
            hist_percentile(&s->lat, .99) / 1e3, s->lat.max / 1e3);
     printf("  errors: connect %llu, incomplete END_REQUEST %llu, closed early %llu, "
-           "protocol %llu, timeout %llu; non-200 %llu; kept connections retried %llu\n",
+           "protocol %llu, timeout %llu, stalled %llu; non-200 %llu; kept connections retried "
+           "%llu\n",
            (unsigned long long)s->err_connect, (unsigned long long)s->err_incomplete,
            (unsigned long long)s->err_closed, (unsigned long long)s->err_proto,
-           (unsigned long long)s->err_timeout, (unsigned long long)s->non200,
-           (unsigned long long)s->reconnects);
+           (unsigned long long)s->err_timeout, (unsigned long long)s->stalled,
+           (unsigned long long)s->non200, (unsigned long long)s->reconnects);
     print_statuses(s);
     printf("  client CPU %.3f s, %.1f us/request", r->client_cpu, n ? r->client_cpu * 1e6 / n : 0);
     if (o->npids)
@@ -1036,7 +1049,7 @@ static void print_kv(const struct opts *o, const struct result *r)
     }
     printf("FCGI_LOAD requests=%llu secs=%.3f rps=%.1f p50_us=%llu p90_us=%llu p99_us=%llu "
            "max_us=%llu err_connect=%llu err_incomplete=%llu err_closed=%llu err_proto=%llu "
-           "err_timeout=%llu non200=%llu reconnects=%llu stderr_bytes=%llu "
+           "err_timeout=%llu stalled=%llu non200=%llu reconnects=%llu stderr_bytes=%llu "
            "client_cpu_s=%.3f client_us_per_req=%.2f server_cpu_s=%s server_us_per_req=%s "
            "keep=%d conns=%d threads=%d body=%ld\n",
            (unsigned long long)s->lat.count, r->secs, n / r->secs,
@@ -1045,9 +1058,10 @@ static void print_kv(const struct opts *o, const struct result *r)
            (unsigned long long)hist_percentile(&s->lat, .99), (unsigned long long)s->lat.max,
            (unsigned long long)s->err_connect, (unsigned long long)s->err_incomplete,
            (unsigned long long)s->err_closed, (unsigned long long)s->err_proto,
-           (unsigned long long)s->err_timeout, (unsigned long long)s->non200,
-           (unsigned long long)s->reconnects, (unsigned long long)s->stderr_bytes, r->client_cpu,
-           n ? r->client_cpu * 1e6 / n : 0, srv, srv_req, o->keep, o->conns, o->threads, o->body);
+           (unsigned long long)s->err_timeout, (unsigned long long)s->stalled,
+           (unsigned long long)s->non200, (unsigned long long)s->reconnects,
+           (unsigned long long)s->stderr_bytes, r->client_cpu, n ? r->client_cpu * 1e6 / n : 0, srv,
+           srv_req, o->keep, o->conns, o->threads, o->body);
 }
 
 int main(int argc, char **argv)
@@ -1067,6 +1081,7 @@ int main(int argc, char **argv)
     wait_until(w, &o, t0 + (uint64_t)(o.warmup * 1e6));
     double srv0 = o.npids ? server_cpu(&o) : 0, cli0 = rusage_cpu();
     uint64_t m0 = now_us();
+    atomic_store(&measure_start, m0);
     atomic_store(&phase, MEASURE);
     wait_until(w, &o, m0 + (uint64_t)(o.duration * 1e6));
     atomic_store(&phase, STOP);
