@@ -55,14 +55,14 @@ export CPU_ITERS ITEM_ROWS
 # wl_base WORKLOAD -> the harness workload a target must serve for it
 wl_base() { case ${1%-k} in hello | post) echo hello ;; item) echo item ;; esac; }
 
-# wl_args WORKLOAD -> WL_ARGS: fcgi_load's options and URI for it
+# wl_args WORKLOAD -> WL_OPTS (fcgi_load's options) and WL_URI for it
 wl_args() {
-  WL_ARGS=()
-  [[ $1 == *-k ]] && WL_ARGS+=(-k)
+  WL_OPTS=()
+  [[ $1 == *-k ]] && WL_OPTS+=(-k)
   case ${1%-k} in
-    hello) WL_ARGS+=(/hello) ;;
-    item) WL_ARGS+=(-r "$ITEM_ROWS" '/item?id=%r') ;;
-    post) WL_ARGS+=(-b "$BODY" /hello) ;;
+    hello) WL_URI=/hello ;;
+    item) WL_OPTS+=(-r "$ITEM_ROWS") WL_URI='/item?id=%r' ;;
+    post) WL_OPTS+=(-b "$BODY") WL_URI=/hello ;;
   esac
 }
 
@@ -118,8 +118,8 @@ load_one() {
   local round=$1 w=$2 out=$RUN_DIR/load-$w.txt pids=() pid rest res foreign
   while read -r pid rest; do pids+=(-P "$pid"); done < "$RUN_DIR/pids"
   wl_args "$w"
-  local cmd=("$FCGI_LOAD" -t "$THREADS" -c "$CONNS" -w "$WARMUP" -d "$DURATION" --tsv
-    "${pids[@]}" "$TARGET_UPSTREAM" "${WL_ARGS[@]}")
+  local cmd=("$FCGI_LOAD" -t "$THREADS" -c "$CONNS" -w "$WARMUP" -d "$DURATION" "${WL_OPTS[@]}"
+    --tsv "${pids[@]}" "$TARGET_UPSTREAM" "$WL_URI")
   printf '%s: %s\n' "$TARGET" "${cmd[*]}" >> "$OUT_DIR/direct-commands.txt"
   cpu_snapshot > "$RUN_DIR/cpu.before"
   local t0=$SECONDS
