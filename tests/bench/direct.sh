@@ -99,14 +99,12 @@ wait_answers() {
 # row ROUND WORKLOAD STATUS [FCGI_LOAD line] [NOTE] -> one line of direct.tsv
 row() {
   local round=$1 w=$2 status=$3 res=${4:-} note=${5:-} kv k
-  local -A r=([requests]= [rps]= [p50_us]= [p90_us]= [p99_us]= [max_us]= [err_connect]=
-    [err_incomplete]= [err_closed]= [err_proto]= [err_timeout]= [stalled]= [non200]= [reconnects]=
-    [client_us_per_req]= [server_us_per_req]=)
-  for kv in $res; do k=${kv%%=*}; [[ -v r[$k] ]] && r[$k]=${kv#*=}; done
+  local -A r=()
+  for kv in $res; do k=${kv%%=*}; r[$k]=${kv#*=}; done
   local cols=("$round" "$TARGET" "$w" "$status")
   for k in requests rps p50_us p90_us p99_us max_us err_connect err_incomplete err_closed \
     err_proto err_timeout stalled non200 reconnects client_us_per_req server_us_per_req; do
-    cols+=("${r[$k]}")
+    cols+=("${r[$k]:-}")
   done
   cols+=("$(tr '\t\n' '  ' <<< "$note")")
   (IFS=$'\t'; echo "${cols[*]}") >> "$RESULTS"
@@ -115,7 +113,8 @@ row() {
 # One workload against the running target; the server is every tracked PID
 # and its descendants.
 load_one() {
-  local round=$1 w=$2 out=$RUN_DIR/load-$w.txt pids=() pid rest res foreign
+  local round=$1 w=$2 pids=() pid rest res foreign
+  local out=$RUN_DIR/load-$w.txt
   while read -r pid rest; do pids+=(-P "$pid"); done < "$RUN_DIR/pids"
   wl_args "$w"
   local cmd=("$FCGI_LOAD" -t "$THREADS" -c "$CONNS" -w "$WARMUP" -d "$DURATION" "${WL_OPTS[@]}"
@@ -147,7 +146,7 @@ load_one() {
 # Runs in a subshell per target and round: start, load each workload, stop.
 target_body() {
   local round=$1 w pid name rest
-  TARGET_KIND="" TARGET_WORKLOADS="hello item sleep sleep256 cpu" TARGET_DESC=""
+  TARGET_KIND="" TARGET_WORKLOADS="hello item sleep sleep256 cpu"
   # shellcheck disable=SC1090
   source "$PEERS_DIR/targets/$TARGET.sh" || die "cannot source targets/$TARGET.sh"
   LOAD_PID=""

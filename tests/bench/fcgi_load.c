@@ -329,9 +329,12 @@ static void put_record(struct buf *b, int type, const void *content, size_t len)
 {
     static const unsigned char zeros[8];
     unsigned pad = (unsigned)((8 - len % 8) % 8);
-    FCGI_Header h = {
-        FCGI_VERSION_1,     (unsigned char)type, 0, REQUEST_ID, (unsigned char)(len >> 8),
-        (unsigned char)len, (unsigned char)pad,  0};
+    FCGI_Header h = {.version = FCGI_VERSION_1,
+                     .type = (unsigned char)type,
+                     .requestIdB0 = REQUEST_ID,
+                     .contentLengthB1 = (unsigned char)(len >> 8),
+                     .contentLengthB0 = (unsigned char)len,
+                     .paddingLength = (unsigned char)pad};
     buf_put(b, &h, sizeof h);
     buf_put(b, content, len);
     buf_put(b, zeros, pad);
