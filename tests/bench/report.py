@@ -2,7 +2,8 @@
 
 Reads what tests/bench/run.sh left in OUT_DIR: the harness results
 (main/*.tsv, one row per target x workload, and the harness's run dir with
-the per-target notes), the concurrency sweep (sweep-c<N>/*.tsv),
+the per-target notes), the concurrency sweep (sweep-c<N>/*.tsv), the
+direct run without nginx (direct/direct.tsv, through direct_report.py),
 coro_switch.txt and commands.txt. Also writes OUT_DIR/concurrency.gp
 (run.sh runs gnuplot on it: DOCS_DIR/bench-concurrency.png) and
 OUT_DIR/goals.txt (the goals, one line each, for the console).
@@ -14,6 +15,9 @@ import platform
 import re
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import direct_report  # noqa: E402
 
 out_dir, docs_dir = sys.argv[1], sys.argv[2]
 env = os.environ
@@ -30,6 +34,7 @@ WORKLOADS = [("hello", "/hello"), ("item", "/item"), ("sleep", "/sleep c%s" % CO
              ("sleep256", "/sleep c%s" % CONNS_HIGH), ("cpu", "/cpu")]
 MODES = [("fcgate-sync", "sync"), ("fcgate-threads", "threads"), ("fcgate-async", "async")]
 BASE, GEVENT = "libfcgi-c", "uwsgi-gevent"
+NULL, NULL_KA = "null-fcgi", "null-fcgi-keepalive"
 
 
 def sh(cmd):
@@ -164,6 +169,17 @@ cs = coro.get("coro_switch")
 goal("G%d" % n, "coroutine context switch < 30 ns (median of 5 x 10^7 round trips)",
      cs[0] if cs else None, 30.0, fmt="%.1f", unit=" ns", lower_is_better=True)
 
+
+direct_tsv = os.path.join(out_dir, "direct", "direct.tsv")
+direct = direct_report.load(direct_tsv) if os.path.exists(direct_tsv) else None
+if direct:
+    n += 1
+    for t, w, r, limit, res in direct_report.goals(direct[0], direct[1]):
+        goals.append(("G%d" % n, "%s server CPU per request, direct %s, <= %.2fx null-fcgi's"
+                      % (t.split("-", 1)[1], dict(direct_report.WORKLOADS)[w], limit),
+                      "not measured" if r is None else "%.2fx vs %.2fx" % (r, limit), res))
+        n += 1
+
 with open(os.path.join(out_dir, "goals.txt"), "w") as f:
     for gid, text, meas, res in goals:
         f.write("  %-4s %-5s %s: %s\n" % (gid, res, text, meas))
@@ -289,6 +305,12 @@ if SWEEP_CONNS:
     p("- Concurrency sweep: the same harness, fcgate targets only, workloads `/hello` and `/sleep`, "
       "once for each of %s connections (`CONNS=N WORKLOADS=\"hello sleep\"`)."
       % ", ".join(str(c) for c in SWEEP_CONNS))
+if direct:
+    p("- Direct FastCGI (no nginx): `tests/bench/direct.sh` starts %s one at a time and loads "
+      "each with `fcgi_load -t%s -c%s` (epoll, one request in flight per connection) on its "
+      "unix socket, %s s warm-up then %s s measured; server CPU per request is utime + stime "
+      "of the server's whole process tree (/proc) over the measured period." % (
+          ", ".join(direct[1]), THREADS, CONNS, WARMUP, DURATION))
 p("- Context switch: `coro_switch` ping-pongs between the main context and one coroutine "
   "10^7 times (two switches per round trip) with `coro_switch()` of `daemon/coro.c`, then with "
   "ucontext `swapcontext()`; the result is the median of 5 runs.")
@@ -340,9 +362,11 @@ p("")
 p("req/s of each target over %s's for the same workload, and over %s's for /sleep at %s connections."
   % (BASE, GEVENT, CONNS_HIGH))
 p("")
+show_null = rps(NULL, "hello") is not None
 p("| target | " + " | ".join("%s vs %s" % (label, BASE) for _, label in WORKLOADS)
-  + " | /sleep c%s vs %s |" % (CONNS_HIGH, GEVENT))
-p("|---|" + "---:|" * (len(WORKLOADS) + 1))
+  + " | /sleep c%s vs %s |" % (CONNS_HIGH, GEVENT)
+  + (" /hello vs null-fcgi (-keepalive) |" if show_null else ""))
+p("|---|" + "---:|" * (len(WORKLOADS) + 1 + show_null))
 for t in TARGETS:
     cells = [t]
     for w, _ in WORKLOADS:
@@ -350,8 +374,55 @@ for t in TARGETS:
         cells.append("%.2f" % (v / b) if v and b else "-")
     v, b = rps(t, "sleep256"), rps(GEVENT, "sleep256")
     cells.append("%.2f" % (v / b) if v and b else "-")
+    if show_null:
+        # The same nginx set-up, with the floor of a FastCGI responder behind it.
+        v, b = rps(t, "hello"), rps(NULL_KA if t.endswith("-keepalive") else NULL, "hello")
+        cells.append("%.2f" % (v / b) if v and b else "-")
     p("| " + " | ".join(cells) + " |")
 p("")
+if show_null:
+    p("The last column compares /hello with null-fcgi's behind the same nginx set-up (a "
+      "new connection per request, or keep-alive for the -keepalive targets): null-fcgi only "
+      "parses record headers and answers a canned hello, so the remaining gap is what the "
+      "server itself costs on top of nginx.")
+    p("")
+
+if direct:
+    merged, dtargets, dworkloads, drounds = direct
+    p("## Direct FastCGI (no nginx)")
+    p("")
+    p("`fcgi_load` on each server's unix socket, no nginx in the way: %s s measured after a %s s "
+      "warm-up, `-t%s -c%s`, one request in flight per connection (closed loop). \"new conn\": "
+      "a new connection per request, as nginx does by default; \"keep-conn\": `FCGI_KEEP_CONN`, "
+      "the connection reused (nginx `fastcgi_keep_conn on` + upstream `keepalive`). POST sends a "
+      "%s-byte body. Server CPU is utime + stime of the server's process tree over the measured "
+      "period, per request; \"vs null-fcgi\" divides it by null-fcgi's for the same workload "
+      "(null-fcgi answers /hello only, so /item has no ratio). Goals for fcgate's modes: <= %.2fx "
+      "with a new connection, <= %.2fx with keep-conn. Each number is the median over %d round%s "
+      "(per column; the rounds interleave the targets); errors and non-200 answers are summed."
+      % (DURATION, WARMUP, THREADS, CONNS, env.get("BODY", "1024"), direct_report.GOALS["hello"],
+         direct_report.GOALS["hello-k"], drounds, "" if drounds == 1 else "s"))
+    p("")
+    for line in direct_report.table(merged, dtargets, dworkloads):
+        p(line)
+    p("")
+    p("libfcgi-c serves one connection per process at a time: with keep-conn its 2 processes "
+      "keep 2 connections and the others wait in the backlog, counted as errors (\"stalled\": "
+      "unanswered through the whole measured period). One fcgi_load command per workload "
+      "(PIDs and paths vary per run):")
+    p("")
+    p("```")
+    seen = set()
+    for line in slurp(os.path.join(out_dir, "direct", "direct-commands.txt")).splitlines():
+        t, _, cmd = line.partition(": ")
+        cmd = re.sub(r"( -P \d+)+", " -P <server pids>", cmd)
+        cmd = re.sub(r"unix:\S+", "unix:<socket>", cmd)
+        cmd = cmd.replace(top + "/", "") if top else cmd
+        if cmd not in seen:
+            seen.add(cmd)
+            p(cmd)
+    p("```")
+    p("")
 
 if SWEEP_CONNS and plot_modes:
     p("## Concurrency")

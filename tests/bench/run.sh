@@ -2,14 +2,18 @@
 # tests/bench/run.sh - fcgate's benchmark, in one command:
 #
 #   1. installs what is missing (apt-get) and builds fcgate in Release
-#      (build-bench/: fcgate, bench.so, tests/bench/coro_switch);
+#      (build-bench/: fcgate, bench.so, tests/bench/coro_switch and
+#      tests/bench/fcgi_load);
 #   2. times the coroutine context switch (coro_switch, median of 5 runs of
 #      10^7 round trips; ucontext swapcontext next to it);
 #   3. runs the peers harness (tests/bench/peers) on every target - the
 #      peer servers and fcgate's three modes - in one run;
 #   4. sweeps the connections for fcgate's modes: /sleep and /hello at
 #      SWEEP_CONNS connections, wrk through nginx (the same harness);
-#   5. writes docs/BENCHMARKS.md and docs/bench-concurrency.png (gnuplot).
+#   5. loads the FastCGI servers directly, without nginx (direct.sh:
+#      fcgi_load against null-fcgi, libfcgi-c and fcgate's modes; req/s,
+#      latency, and the server's CPU per request against null-fcgi's);
+#   6. writes docs/BENCHMARKS.md and docs/bench-concurrency.png (gnuplot).
 #
 # Run as root on Debian 12, on an otherwise idle machine. Knobs (environment):
 #   DURATION=8 WARMUP=2     seconds of each measured / warm-up wrk run
@@ -19,6 +23,9 @@
 #                           them alike)
 #   TARGETS="..."           a subset of the harness targets (default: all)
 #   SWEEP_CONNS="16 64 256 1024"   ("" skips the sweep)
+#   DIRECT=1                the direct run (0 skips it), REPEAT rounds too
+#   DIRECT_TARGETS="null-fcgi libfcgi-c fcgate-sync fcgate-threads fcgate-async"
+#   DIRECT_WORKLOADS="hello hello-k item item-k post"   (see direct.sh)
 #   DOCS_DIR=<repo>/docs    where the report and the plot go
 #   OUT_DIR=/tmp/fcgate-bench.<time>   logs, raw numbers, the harness's reports
 #   NO_INSTALL=1            do not run apt-get
@@ -31,14 +38,16 @@ TOP=$(cd "$BENCH_DIR/../.." && pwd)
 PEERS=$BENCH_DIR/peers
 BUILD=$TOP/build-bench
 
-ALL_TARGETS="nginx-static libfcgi-c php-fpm uwsgi uwsgi-gevent gunicorn-sync gunicorn-gthread gunicorn-gevent fcgate-sync fcgate-threads fcgate-async fcgate-sync-keepalive fcgate-threads-keepalive fcgate-async-keepalive"
+ALL_TARGETS="nginx-static null-fcgi libfcgi-c php-fpm uwsgi uwsgi-gevent gunicorn-sync gunicorn-gthread gunicorn-gevent fcgate-sync fcgate-threads fcgate-async null-fcgi-keepalive fcgate-sync-keepalive fcgate-threads-keepalive fcgate-async-keepalive"
 : "${DURATION:=8}" "${WARMUP:=2}" "${TARGETS:=$ALL_TARGETS}" "${NO_INSTALL:=0}" "${REPEAT:=1}"
-: "${SWEEP_CONNS=16 64 256 1024}" "${DOCS_DIR:=$TOP/docs}"
+: "${SWEEP_CONNS=16 64 256 1024}" "${DOCS_DIR:=$TOP/docs}" "${DIRECT:=1}"
+: "${DIRECT_TARGETS:=null-fcgi libfcgi-c fcgate-sync fcgate-threads fcgate-async}"
+: "${DIRECT_WORKLOADS:=hello hello-k item item-k post}"
 : "${OUT_DIR:=/tmp/fcgate-bench.$(date -u +%Y%m%dT%H%M%SZ)}"
 export DURATION WARMUP NO_INSTALL
 
 BUILD_PACKAGES="build-essential cmake pkg-config libfcgi-dev libconfig-dev libsqlite3-dev"
-TOOL_PACKAGES="gnuplot-nox wrk nginx curl sqlite3 perl python3 iproute2 procps"
+TOOL_PACKAGES="gnuplot-nox wrk nginx curl sqlite3 perl python3 iproute2 procps spawn-fcgi"
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -64,7 +73,7 @@ note() { printf '%s\n' "$*" >> "$OUT_DIR/commands.txt"; }
 # harness RESULTS_SUBDIR [ENV=VALUE...] -- TARGET... : one run of the
 # harness in the background (so that INT/TERM reach it at once through
 # our trap); its log goes to OUT_DIR/<subdir>.log and to stderr.
-HARNESS_PID=""
+STEP_PID="" # the harness or direct.sh while one runs
 harness() {
   local sub=$1; shift
   local envs=()
@@ -80,21 +89,36 @@ harness() {
   env "${envs[@]}" KEEP_RUN_DIR=1 RESULTS_DIR="$OUT_DIR/$sub" \
     FCGATE_BIN="$BUILD/fcgate" FCGATE_APP="$BUILD/bench.so" \
     "$PEERS/run.sh" "$@" > >(tee -a "$OUT_DIR/$sub.log" >&2) 2>&1 &
-  HARNESS_PID=$!
-  wait "$HARNESS_PID"
+  STEP_PID=$!
+  wait "$STEP_PID"
   local rc=$?
-  HARNESS_PID=""
+  STEP_PID=""
   # The harness keeps its run dir (KEEP_RUN_DIR=1): the report reads the
   # per-target notes there. Remember where it is.
   sed -n 's/.* run dir \(\/tmp\/peers-run\.[A-Za-z0-9]*\);.*/\1/p' "$OUT_DIR/$sub.log" | tail -1 > "$OUT_DIR/$sub/rundir"
   return $rc
 }
 
+# direct: direct.sh over DIRECT_TARGETS, REPEAT rounds, in the background
+# as the harness; results in OUT_DIR/direct/direct.tsv, log in direct.log.
+direct() {
+  note "DURATION=$DURATION WARMUP=$WARMUP REPEAT=$REPEAT DIRECT_WORKLOADS='$DIRECT_WORKLOADS' FCGI_LOAD=$BUILD/tests/bench/fcgi_load FCGATE_BIN=$BUILD/fcgate FCGATE_APP=$BUILD/bench.so OUT_DIR=$OUT_DIR/direct tests/bench/direct.sh $DIRECT_TARGETS"
+  # shellcheck disable=SC2086
+  env REPEAT="$REPEAT" DIRECT_WORKLOADS="$DIRECT_WORKLOADS" OUT_DIR="$OUT_DIR/direct" \
+    FCGI_LOAD="$BUILD/tests/bench/fcgi_load" FCGATE_BIN="$BUILD/fcgate" FCGATE_APP="$BUILD/bench.so" \
+    "$BENCH_DIR/direct.sh" $DIRECT_TARGETS > >(tee -a "$OUT_DIR/direct.log" >&2) 2>&1 &
+  STEP_PID=$!
+  wait "$STEP_PID"
+  local rc=$?
+  STEP_PID=""
+  return $rc
+}
+
 on_signal() {
   log "interrupted"
-  if [[ -n $HARNESS_PID ]]; then
-    kill -TERM "$HARNESS_PID" 2> /dev/null
-    wait "$HARNESS_PID" 2> /dev/null
+  if [[ -n $STEP_PID ]]; then
+    kill -TERM "$STEP_PID" 2> /dev/null
+    wait "$STEP_PID" 2> /dev/null
   fi
   exit 130
 }
@@ -117,7 +141,7 @@ main() {
 
   log "building fcgate (Release) in $BUILD"
   local cmake_cfg=(cmake -S "$TOP" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DFCGATE_TESTS=OFF -DFCGATE_BENCH=ON)
-  local cmake_build=(cmake --build "$BUILD" -j"$(nproc)" --target fcgate bench coro_switch)
+  local cmake_build=(cmake --build "$BUILD" -j"$(nproc)" --target fcgate bench coro_switch fcgi_load)
   note "${cmake_cfg[*]}"
   note "${cmake_build[*]}"
   "${cmake_cfg[@]}" > "$OUT_DIR/build.log" 2>&1 && "${cmake_build[@]}" >> "$OUT_DIR/build.log" 2>&1 ||
@@ -146,6 +170,11 @@ main() {
       log "sweep: /hello and /sleep at $c connections: ${fc_targets[*]}"
       harness "sweep-c$c" CONNS="$c" WORKLOADS="hello sleep" NO_INSTALL=1 -- "${fc_targets[@]}" || failed=1
     done
+  fi
+
+  if [[ $DIRECT != 0 ]]; then
+    log "direct, no nginx: $DIRECT_TARGETS"
+    direct || failed=1
   fi
 
   log "writing $DOCS_DIR/BENCHMARKS.md"

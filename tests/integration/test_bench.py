@@ -1,11 +1,17 @@
 """The bench example app through nginx: the four benchmark workloads answer
-exactly what the peers' implementations answer (../shared/peers)."""
+exactly what the peers' implementations answer (../shared/peers); and the
+direct load client, tests/bench/fcgi_load, against it."""
 
+import os
+import subprocess
 import time
 
 import harness
 
 CPU_ITERS = 730000
+# Built next to fcgate when the CMake option FCGATE_BENCH is on.
+FCGI_LOAD = os.environ.get("FCGATE_FCGI_LOAD") or os.path.join(
+    os.path.dirname(harness.FCGATE_BIN), "tests", "bench", "fcgi_load")
 
 
 def expected_item(n):
@@ -80,6 +86,26 @@ class BenchTest(harness.TestCase):
             self.assertEqual(r.status, 200, r)
             self.assertTrue(r.header("Content-Type", "").startswith("text/plain"), r.headers)
             self.assertEqual(r.body, want)
+
+
+    def test_fcgi_load_runs_a_second_without_errors(self):
+        if not os.access(FCGI_LOAD, os.X_OK):
+            self.skipTest("no fcgi_load at %s (FCGATE_BENCH off?)" % FCGI_LOAD)
+        for keep in ([], ["-k"]):
+            with self.subTest(keep=bool(keep)):
+                argv = [FCGI_LOAD, "-t", "1", "-c", "8", "-w", "0", "-d", "1", "--tsv",
+                        "-P", str(self.fc.pid)] + keep + [self.fc.listen, "/hello"]
+                run = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                     text=True, timeout=15)
+                line = [x for x in run.stdout.splitlines() if x.startswith("FCGI_LOAD ")]
+                self.assertEqual(len(line), 1, run.stdout + run.stderr)
+                kv = dict(f.split("=", 1) for f in line[0].split()[1:])
+                self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+                self.assertGreater(int(kv["requests"]), 0, kv)
+                for k in ("err_connect", "err_incomplete", "err_closed", "err_proto",
+                          "err_timeout", "stalled", "non200"):
+                    self.assertEqual(kv[k], "0", kv)
+                self.assertGreater(float(kv["server_cpu_s"]), 0.0, kv)
 
 
 if __name__ == "__main__":

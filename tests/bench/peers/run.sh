@@ -40,7 +40,7 @@ wl_path() { case $1 in hello) echo /hello ;; item) echo /item ;; sleep | sleep25
 wl_conns() { case $1 in sleep256) echo "$CONNS_HIGH" ;; *) echo "$CONNS" ;; esac; }
 
 # Preferred order; any other targets/*.sh is appended alphabetically.
-ORDER=(nginx-static libfcgi-c php-fpm uwsgi uwsgi-gevent gunicorn-sync gunicorn-gthread gunicorn-gevent fcgate-sync fcgate-threads fcgate-async fcgate-sync-keepalive fcgate-threads-keepalive fcgate-async-keepalive)
+ORDER=(nginx-static null-fcgi libfcgi-c php-fpm uwsgi uwsgi-gevent gunicorn-sync gunicorn-gthread gunicorn-gevent fcgate-sync fcgate-threads fcgate-async null-fcgi-keepalive fcgate-sync-keepalive fcgate-threads-keepalive fcgate-async-keepalive)
 BASE_PACKAGES="nginx wrk curl sqlite3 libsqlite3-dev gcc libc6-dev perl iproute2 python3"
 
 all_targets() {

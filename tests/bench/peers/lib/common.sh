@@ -144,6 +144,33 @@ EOF
   esac
 }
 
+# nginx_keepalive [N] - called by a fastcgi target file: nginx keeps up to
+# N (default 64) idle FastCGI connections to the target and reuses them
+# (upstream keepalive + fastcgi_keep_conn on), instead of a new connection
+# per request. Defines the target's nginx_upstreams and nginx_locations.
+nginx_keepalive() {
+  KEEPALIVE_CONNS=${1:-64}
+  nginx_upstreams() {
+    cat << NGX
+    upstream backend {
+        server ${TARGET_UPSTREAM};
+        keepalive ${KEEPALIVE_CONNS};
+    }
+NGX
+  }
+  nginx_locations() {
+    cat << NGX
+        location / {
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME ${TARGET_SCRIPT_FILENAME:-/dev/null};
+            fastcgi_param PATH_INFO \$uri;
+            fastcgi_pass backend;
+            fastcgi_keep_conn on;
+        }
+NGX
+  }
+}
+
 start_nginx() {
   local prefix=$RUN_DIR/nginx
   mkdir -p "$prefix/tmp"

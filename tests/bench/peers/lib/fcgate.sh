@@ -46,24 +46,4 @@ target_versions() {
 # FastCGI connections to fcgate (upstream keepalive + fastcgi_keep_conn),
 # as nginx/fcgate.conf's keep-alive variant does. Idle ones cost fcgate no
 # serving slot (parked, or a coroutine), so the pool is sized as without.
-fcgate_keepalive() {
-  nginx_upstreams() {
-    cat << NGX
-    upstream fcgate {
-        server ${TARGET_UPSTREAM};
-        keepalive ${FCGATE_KEEPALIVE:-64};
-    }
-NGX
-  }
-  nginx_locations() {
-    cat << 'NGX'
-        location / {
-            include /etc/nginx/fastcgi_params;
-            fastcgi_param SCRIPT_FILENAME /dev/null;
-            fastcgi_param PATH_INFO $uri;
-            fastcgi_pass fcgate;
-            fastcgi_keep_conn on;
-        }
-NGX
-  }
-}
+fcgate_keepalive() { nginx_keepalive "${FCGATE_KEEPALIVE:-64}"; }
