@@ -667,6 +667,8 @@ static const struct key root_keys[] = {
     {"stack_size", "stack_size", set_size, OFF(stack_size), 16384, 67108864, NULL},
     {"timeout", "timeout", set_int, OFF(timeout), 0, 86400, NULL},
     {"graceful_timeout", "graceful_timeout", set_int, OFF(graceful_timeout), 0, 86400, NULL},
+    {"io_timeout", "io_timeout", set_int, OFF(io_timeout), 1, 86400, NULL},
+    {"keepalive_timeout", "keepalive_timeout", set_int, OFF(keepalive_timeout), 1, 86400, NULL},
     {"max_requests", "max_requests", set_long, OFF(max_requests), 0, INT_MAX, NULL},
     {"max_requests_jitter", "max_requests_jitter", set_long, OFF(max_requests_jitter), 0, INT_MAX,
      NULL},
@@ -944,6 +946,8 @@ int config_defaults(struct config *c)
     c->stack_size = 262144;
     c->timeout = 30;
     c->graceful_timeout = 30;
+    c->io_timeout = 60;
+    c->keepalive_timeout = 75;
     c->max_requests = 0;
     c->max_requests_jitter = 0;
     c->app_module = strdup(DEFAULT_MODULE);

@@ -40,6 +40,8 @@ struct config {
     size_t stack_size;      /* bytes per coroutine stack, async mode; 16 KiB..64 MiB */
     int timeout;            /* seconds, 0: never; 0..86400 */
     int graceful_timeout;   /* seconds, 0..86400 */
+    int io_timeout;         /* seconds without progress reading a request or writing, 1..86400 */
+    int keepalive_timeout;  /* seconds an idle kept-alive connection stays, 1..86400 */
     long max_requests;      /* 0: never recycle */
     long max_requests_jitter;
 

@@ -33,6 +33,30 @@ static struct conn *chan_conn(struct req_chan *ch)
     return (struct conn *)((char *)ch - offsetof(struct conn, ch));
 }
 
+/* io_timeout: a peer that neither sends the rest of its request nor
+ * reads what we write loses its connection (nginx bounds the same waits
+ * from its side with fastcgi_read_timeout and fastcgi_send_timeout). */
+static int wait_progress(struct conn *c, short events)
+{
+    switch (c->ops->wait(c, events, c->env->io_timeout_ms)) {
+    case CONN_WAIT_READY:
+        return 0;
+    case CONN_WAIT_TIMEOUT:
+        if (events & POLLOUT)
+            log_warn("%s%sthe peer read nothing for %g s (io_timeout); closing the connection",
+                     c->ch.method ? c->ch.what : "", c->ch.method ? ": " : "",
+                     c->env->io_timeout_ms / 1000.0);
+        else
+            log_warn("a request stalled: nothing more of it for %g s (io_timeout); closing "
+                     "the connection",
+                     c->env->io_timeout_ms / 1000.0);
+        return -1;
+    case CONN_WAIT_FAILED:
+        break;
+    }
+    return -1;
+}
+
 static int send_all(struct conn *c, const void *buf, size_t len)
 {
     const char *p = buf;
@@ -42,7 +66,7 @@ static int send_all(struct conn *c, const void *buf, size_t len)
             p += n;
             len -= (size_t)n;
         } else if (errno == EAGAIN) {
-            if (c->ops->wait(c, POLLOUT) < 0)
+            if (wait_progress(c, POLLOUT) < 0)
                 return -1;
         } else if (errno != EINTR) {
             return -1; /* EPIPE, ECONNRESET: nginx closed; the client is gone */
@@ -166,7 +190,7 @@ static enum fill_result fill(struct conn *c)
             c->rbuf = NULL;
             return FILL_IDLE;
         }
-        if (c->ops->wait(c, POLLIN) < 0)
+        if (wait_progress(c, POLLIN) < 0)
             return FILL_ERROR;
     }
 }

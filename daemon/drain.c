@@ -63,6 +63,34 @@ void drain_leave(struct worker *w, struct conn *c)
     }
 }
 
+int drain_idle_limit_ms(const struct worker *w, const struct conn *c)
+{
+    return c->served ? w->env.keepalive_timeout_ms : w->env.io_timeout_ms;
+}
+
+void drain_expire(struct worker *w, struct conn *c)
+{
+    atomic_fetch_add(c->served ? &w->expired_kept : &w->expired_fresh, 1);
+    conn_close(c);
+}
+
+/* One line a second, not one per connection: thousands of idle
+ * connections can expire at once. */
+void drain_report(struct worker *w)
+{
+    uint64_t now = monotonic_ms(), next = atomic_load(&w->next_report_ms);
+    if (now < next || !atomic_compare_exchange_strong(&w->next_report_ms, &next, now + 1000))
+        return;
+    long kept = atomic_exchange(&w->expired_kept, 0);
+    long fresh = atomic_exchange(&w->expired_fresh, 0);
+    if (kept)
+        log_info("closed %ld idle kept-alive connection%s after keepalive_timeout %d s", kept,
+                 kept == 1 ? "" : "s", w->cfg->keepalive_timeout);
+    if (fresh)
+        log_info("closed %ld new connection%s that sent no request within io_timeout %d s", fresh,
+                 fresh == 1 ? "" : "s", w->cfg->io_timeout);
+}
+
 enum conn_result drain_serve(struct worker *w, struct conn *c, int idle_after_response)
 {
     for (;;) {

@@ -54,6 +54,7 @@ struct aconn {
     int fd_ready;
     uint64_t deadline; /* timer (monotonic us), when heap_idx is set */
     size_t heap_idx;   /* 1-based position in the timer heap, 0: none */
+    int timer_fired;   /* the timer resumed it (not readiness) */
     int done;
     int in_pool;               /* waiting for a blocking-pool job */
     struct aconn *prev, *next; /* all connections, or the free list */
@@ -171,13 +172,27 @@ static void resume(struct loop *L, struct aconn *a)
 
 /* ---- waiting: the coroutine yields to the loop ---- */
 
-static int async_wait(struct conn *c, short events)
+/* Yields until the socket is ready for want or timeout_ms pass: 1 when
+ * the time ran out. */
+static int wait_socket(struct aconn *a, uint32_t want, int timeout_ms)
 {
-    struct aconn *a = (struct aconn *)((char *)c - offsetof(struct aconn, c));
-    a->want = events & POLLOUT ? EPOLLOUT : EPOLLIN;
+    a->timer_fired = 0;
+    if (timer_add(a->L, a, monotonic_us() + (uint64_t)timeout_ms * 1000u) < 0)
+        log_error("out of memory for a timer; a wait goes unbounded");
+    a->want = want;
     yield(a);
     a->want = 0;
-    return c->ch.cancelled ? -1 : 0;
+    timer_del(a->L, a);
+    return a->timer_fired;
+}
+
+static enum conn_wait async_wait(struct conn *c, short events, int timeout_ms)
+{
+    struct aconn *a = (struct aconn *)((char *)c - offsetof(struct aconn, c));
+    int expired = wait_socket(a, events & POLLOUT ? EPOLLOUT : EPOLLIN, timeout_ms);
+    if (c->ch.cancelled)
+        return CONN_WAIT_FAILED;
+    return expired ? CONN_WAIT_TIMEOUT : CONN_WAIT_READY;
 }
 
 static int async_sleep(struct conn *c, unsigned ms)
@@ -258,12 +273,15 @@ static const struct conn_ops async_ops = {
 static void conn_main(void *p)
 {
     struct aconn *a = p;
-    while (drain_serve(a->L->w, &a->c, 0) == CONN_IDLE) {
-        a->want = EPOLLIN;
+    struct worker *w = a->L->w;
+    while (drain_serve(w, &a->c, 0) == CONN_IDLE) {
         a->idle_wait = 1;
-        yield(a);
-        a->want = 0;
+        int expired = wait_socket(a, EPOLLIN, drain_idle_limit_ms(w, &a->c));
         a->idle_wait = 0;
+        if (expired) {
+            drain_expire(w, &a->c);
+            break;
+        }
     }
     a->done = 1;
     yield(a); /* for good: resume() sees done and recycles the stack */
@@ -483,6 +501,7 @@ static void run_timers(struct loop *L)
     while (L->nheap > 0 && L->heap[0]->deadline <= now) {
         struct aconn *a = L->heap[0];
         timer_del(L, a);
+        a->timer_fired = 1;
         resume(L, a);
     }
 }
@@ -577,6 +596,7 @@ static void async_run(struct worker *w)
         int n = loop_wait(&L, evs, 256);
         log_poll_reopen();
         scoreboard_beat(L.slot);
+        drain_report(w);
         if (n < 0 && errno != EINTR) {
             log_error("epoll_wait: %s", strerror(errno));
             break;

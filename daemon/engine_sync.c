@@ -27,43 +27,62 @@
 #define FRESH_WAIT_MS 5
 #define ACCEPT_BURST 8
 #define NOFD_PAUSE_MS 100
-/* Event data below MAX_TAG is an intake source or STOP_TAG; anything
- * else is a parked struct bconn. */
+#define SWEEP_MS 1000
+/* Event data: below MAX_TAG an intake source or STOP_TAG; else a parked
+ * connection's handle, (generation << 32) | (MAX_TAG + index). */
 #define STOP_TAG (CONFIG_MAX_LISTEN + 1)
 #define MAX_TAG 4096
+#define NO_HANDLE UINT32_MAX
 
 struct bconn {
     struct conn c;
     struct bengine *E;
-    struct bconn *prev, *next; /* the parked list, or the left list */
+    struct bconn *prev, *next; /* the parked list */
+    uint32_t handle;           /* index in the engine's handles, NO_HANDLE: none */
     int parked;                /* on the parked list (under the engine's mu) */
     int registered;            /* in the epoll set (disarmed while served) */
     int fresh_waited;
+    uint64_t parked_ms; /* since when it waits for its next request */
+};
+
+/* An event may reach a thread after the connection it names is gone (let
+ * go by another thread meanwhile): events carry a handle, not a pointer,
+ * and a handle whose generation moved on names nothing. */
+struct handle {
+    struct bconn *b;
+    uint32_t gen;
+    uint32_t next_free;
 };
 
 struct bengine {
     struct worker *w;
     int ep;
-    pthread_mutex_t mu; /* the parked list; never held across a wait */
+    pthread_mutex_t mu; /* the parked list and the handles; never held across a wait */
     struct bconn *parked;
-    struct bconn *left; /* let go while parked: freed at exit */
+    struct handle *handles;
+    uint32_t nhandles, free_handle;
     atomic_int draining;
+    _Atomic uint64_t next_sweep_ms;
 };
 
 /* ---- waiting: the thread blocks ---- */
 
-static int blocking_wait(struct conn *c, short events)
+static enum conn_wait blocking_wait(struct conn *c, short events, int timeout_ms)
 {
     struct pollfd p = {c->fd, events, 0};
+    uint64_t deadline = monotonic_ms() + (uint64_t)timeout_ms;
     for (;;) {
         /* A second at a time: the thread keeps beating while it waits. */
-        int r = poll(&p, 1, 1000);
+        uint64_t now = monotonic_ms();
+        if (now >= deadline)
+            return CONN_WAIT_TIMEOUT;
+        int r = poll(&p, 1, deadline - now < 1000 ? (int)(deadline - now) : 1000);
         if (c->ch.slot)
             scoreboard_beat(c->ch.slot);
         if (r > 0)
-            return 0;
+            return CONN_WAIT_READY;
         if (r < 0 && errno != EINTR)
-            return -1;
+            return CONN_WAIT_FAILED;
     }
 }
 
@@ -97,80 +116,6 @@ static int blocking_db(struct conn *c, int (*fn)(sqlite3 *db, void *arg), void *
     return db_run(fn, arg);
 }
 
-static void blocking_unwatch(struct conn *c);
-
-static const struct conn_ops blocking_ops = {
-    .wait = blocking_wait,
-    .sleep = blocking_sleep,
-    .wait_fd = blocking_wait_fd,
-    .db = blocking_db,
-    .unwatch = blocking_unwatch,
-};
-
-/* ---- parking ---- */
-
-static void list_unlink(struct bconn **head, struct bconn *b)
-{
-    if (b->prev)
-        b->prev->next = b->next;
-    else
-        *head = b->next;
-    if (b->next)
-        b->next->prev = b->prev;
-    b->prev = b->next = NULL;
-}
-
-static void list_push(struct bconn **head, struct bconn *b)
-{
-    b->prev = NULL;
-    b->next = *head;
-    if (*head)
-        (*head)->prev = b;
-    *head = b;
-}
-
-/* Registered once, EPOLLONESHOT, and re-armed with MOD on every park:
- * the event that takes b disarms it, so exactly one thread gets it, and
- * re-arming looks at readiness afresh (a request that came meanwhile
- * fires at once). Under the lock, which is also what orders everything
- * the parking thread did to b before the thread that takes it (and lets
- * ThreadSanitizer see so), and so that a release never sees b linked but
- * not yet armed. */
-static void park(struct bengine *E, struct bconn *b)
-{
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = b};
-    b->c.ch.slot = NULL;
-    pthread_mutex_lock(&E->mu);
-    int rc = epoll_ctl(E->ep, b->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, b->c.fd, &ev);
-    if (rc == 0) {
-        b->registered = 1;
-        b->parked = 1;
-        list_push(&E->parked, b);
-        if (atomic_load(&E->draining)) /* see release_idle */
-            epoll_ctl(E->ep, EPOLL_CTL_DEL, E->w->stop_fd, NULL);
-    }
-    pthread_mutex_unlock(&E->mu);
-    if (rc < 0) {
-        log_error("epoll_ctl: %s; closing an idle connection", strerror(errno));
-        conn_close(&b->c);
-        free(b);
-    }
-}
-
-/* Takes b, whose event this thread got, off the parked list: 0 when it
- * was let go meanwhile (it is not ours then). */
-static int unpark(struct bengine *E, struct bconn *b)
-{
-    pthread_mutex_lock(&E->mu);
-    int was = b->parked;
-    if (was) {
-        list_unlink(&E->parked, b);
-        b->parked = 0;
-    }
-    pthread_mutex_unlock(&E->mu);
-    return was;
-}
-
 /* Only a handed-over socket needs it: closing the last descriptor of one
  * takes it out of the set by itself. */
 static void blocking_unwatch(struct conn *c)
@@ -181,12 +126,172 @@ static void blocking_unwatch(struct conn *c)
     b->registered = 0;
 }
 
+static const struct conn_ops blocking_ops = {
+    .wait = blocking_wait,
+    .sleep = blocking_sleep,
+    .wait_fd = blocking_wait_fd,
+    .db = blocking_db,
+    .unwatch = blocking_unwatch,
+};
+
+/* ---- handles and the parked list (under mu) ---- */
+
+static uint64_t handle_tag(const struct bengine *E, uint32_t i)
+{
+    return (uint64_t)E->handles[i].gen << 32 | (uint64_t)(MAX_TAG + i);
+}
+
+static int handle_take(struct bengine *E, struct bconn *b)
+{
+    if (E->free_handle == NO_HANDLE) {
+        uint32_t n = E->nhandles ? E->nhandles * 2 : 64;
+        struct handle *h = realloc(E->handles, n * sizeof(*h));
+        if (!h || n > UINT32_MAX - MAX_TAG)
+            return -1;
+        for (uint32_t i = E->nhandles; i < n; i++)
+            h[i] = (struct handle){NULL, 1, i + 1 < n ? i + 1 : NO_HANDLE};
+        E->handles = h;
+        E->free_handle = E->nhandles;
+        E->nhandles = n;
+    }
+    b->handle = E->free_handle;
+    E->free_handle = E->handles[b->handle].next_free;
+    E->handles[b->handle].b = b;
+    return 0;
+}
+
+static void handle_drop(struct bengine *E, struct bconn *b)
+{
+    if (b->handle == NO_HANDLE)
+        return;
+    struct handle *h = &E->handles[b->handle];
+    h->b = NULL;
+    h->gen++;
+    h->next_free = E->free_handle;
+    E->free_handle = b->handle;
+    b->handle = NO_HANDLE;
+}
+
+static void list_unlink(struct bengine *E, struct bconn *b)
+{
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        E->parked = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    b->prev = b->next = NULL;
+    b->parked = 0;
+}
+
+static void list_push(struct bengine *E, struct bconn *b)
+{
+    b->prev = NULL;
+    b->next = E->parked;
+    if (E->parked)
+        E->parked->prev = b;
+    E->parked = b;
+    b->parked = 1;
+}
+
+/* Frees b, gone (closed or handed over): its handle names nothing now. */
+static void forget(struct bengine *E, struct bconn *b)
+{
+    if (b->handle != NO_HANDLE) {
+        pthread_mutex_lock(&E->mu);
+        handle_drop(E, b);
+        pthread_mutex_unlock(&E->mu);
+    }
+    free(b);
+}
+
+/* Registered once, EPOLLONESHOT, and re-armed with MOD on every park:
+ * the event that takes b disarms it, so exactly one thread gets it, and
+ * re-arming looks at readiness afresh (a request that came meanwhile
+ * fires at once). Under the lock, which also orders everything the
+ * parking thread did to b before the thread that takes it (and lets
+ * ThreadSanitizer see so), and so that a release never sees b linked but
+ * not yet armed. */
+static void park(struct bengine *E, struct bconn *b)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT};
+    int rc = -1;
+    b->c.ch.slot = NULL;
+    b->parked_ms = monotonic_ms();
+    pthread_mutex_lock(&E->mu);
+    if (b->handle != NO_HANDLE || handle_take(E, b) == 0) {
+        ev.data.u64 = handle_tag(E, b->handle);
+        rc = epoll_ctl(E->ep, b->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, b->c.fd, &ev);
+    }
+    if (rc == 0) {
+        b->registered = 1;
+        list_push(E, b);
+        if (atomic_load(&E->draining)) /* see release_idle */
+            epoll_ctl(E->ep, EPOLL_CTL_DEL, E->w->stop_fd, NULL);
+    } else {
+        handle_drop(E, b);
+    }
+    pthread_mutex_unlock(&E->mu);
+    if (rc < 0) {
+        log_error("cannot park an idle connection (%s); closing it", strerror(errno));
+        conn_close(&b->c);
+        free(b);
+    }
+}
+
+/* The parked connection an event names, taken off the list; NULL when it
+ * was let go meanwhile. */
+static struct bconn *unpark(struct bengine *E, uint64_t tag)
+{
+    uint32_t i = (uint32_t)tag - MAX_TAG, gen = (uint32_t)(tag >> 32);
+    struct bconn *b = NULL;
+    pthread_mutex_lock(&E->mu);
+    if (i < E->nhandles && E->handles[i].gen == gen && E->handles[i].b && E->handles[i].b->parked) {
+        b = E->handles[i].b;
+        list_unlink(E, b);
+    }
+    pthread_mutex_unlock(&E->mu);
+    return b;
+}
+
 static int parked_left(struct bengine *E)
 {
     pthread_mutex_lock(&E->mu);
     int left = E->parked != NULL;
     pthread_mutex_unlock(&E->mu);
     return left;
+}
+
+/* Lets parked b go (under mu): handed over or closed by drain.c's rules
+ * when stopping, closed when it waited too long. */
+static void let_go(struct bengine *E, struct bconn *b, int expired)
+{
+    list_unlink(E, b);
+    handle_drop(E, b);
+    if (expired) {
+        drain_expire(E->w, &b->c);
+    } else {
+        blocking_unwatch(&b->c);
+        drain_leave(E->w, &b->c);
+    }
+    free(b);
+}
+
+/* Once a second, one thread closes the connections idle past their limit
+ * (drain_idle_limit_ms). */
+static void sweep(struct bengine *E)
+{
+    uint64_t now = monotonic_ms(), next = atomic_load(&E->next_sweep_ms);
+    if (now < next || !atomic_compare_exchange_strong(&E->next_sweep_ms, &next, now + SWEEP_MS))
+        return;
+    pthread_mutex_lock(&E->mu);
+    for (struct bconn *b = E->parked, *nb; b; b = nb) {
+        nb = b->next;
+        if (now - b->parked_ms > (uint64_t)drain_idle_limit_ms(E->w, &b->c))
+            let_go(E, b, 1);
+    }
+    pthread_mutex_unlock(&E->mu);
+    drain_report(E->w);
 }
 
 /* ---- serving ---- */
@@ -208,7 +313,7 @@ static void serve(struct bengine *E, struct bconn *b, struct score_slot *slot)
         park(E, b);
         return;
     }
-    free(b);
+    forget(E, b);
 }
 
 /* New connections from intake source src, served: a few per wake-up, so
@@ -229,10 +334,11 @@ static void take(struct bengine *E, size_t src, struct score_slot *slot)
             close(fd);
             return;
         }
+        conn_init(&b->c, fd, &blocking_ops, &E->w->env, kept);
         b->E = E;
         b->prev = b->next = NULL;
+        b->handle = NO_HANDLE;
         b->parked = b->registered = b->fresh_waited = 0;
-        conn_init(&b->c, fd, &blocking_ops, &E->w->env, kept);
         serve(E, b, slot);
     }
 }
@@ -247,22 +353,14 @@ static void stop_intake(void *e)
     intake_watch(E->w, E->ep, 0, tags);
 }
 
-/* A thread may hold an event for a connection let go here: it stays
- * allocated (on the left list, freed at exit) and unmarked, so that
- * thread sees it is no longer parked and lets go too. */
 static void release_idle(void *e)
 {
     struct bengine *E = e;
     pthread_mutex_lock(&E->mu);
     for (struct bconn *b = E->parked, *next; b; b = next) {
         next = b->next;
-        if (!drain_should_leave(E->w, &b->c))
-            continue;
-        list_unlink(&E->parked, b);
-        b->parked = 0;
-        blocking_unwatch(&b->c);
-        drain_leave(E->w, &b->c);
-        list_push(&E->left, b);
+        if (drain_should_leave(E->w, &b->c))
+            let_go(E, b, 0);
     }
     /* The stop eventfd is level-triggered: while it is in the set, every
      * thread wakes and leaves. Fresh connections still waiting for their
@@ -280,9 +378,9 @@ static const struct drain_ops blocking_drain = {
 static void dispatch(struct bengine *E, const struct epoll_event *ev, struct score_slot *slot)
 {
     uint64_t tag = ev->data.u64;
-    if (tag >= MAX_TAG) {
-        struct bconn *b = ev->data.ptr;
-        if (unpark(E, b))
+    if ((uint32_t)tag >= MAX_TAG) {
+        struct bconn *b = unpark(E, tag);
+        if (b)
             serve(E, b, slot);
     } else if (tag < intake_sources(E->w)) {
         take(E, (size_t)tag, slot);
@@ -312,6 +410,7 @@ static void serve_thread(struct bengine *E, struct score_slot *slot)
         }
         if (n == 1)
             dispatch(E, &ev, slot);
+        sweep(E);
     }
     scoreboard_thread_leave();
 }
@@ -321,6 +420,7 @@ static int engine_init(struct bengine *E, struct worker *w)
     epoll_data_t tags[CONFIG_MAX_LISTEN + 1];
     memset(E, 0, sizeof(*E));
     E->w = w;
+    E->free_handle = NO_HANDLE;
     pthread_mutex_init(&E->mu, NULL);
     E->ep = epoll_create1(EPOLL_CLOEXEC);
     if (E->ep < 0) {
@@ -339,17 +439,9 @@ static int engine_init(struct bengine *E, struct worker *w)
 
 static void engine_fini(struct bengine *E)
 {
-    while (E->parked) {
-        struct bconn *b = E->parked;
-        list_unlink(&E->parked, b);
-        drain_leave(E->w, &b->c);
-        free(b);
-    }
-    while (E->left) {
-        struct bconn *b = E->left;
-        list_unlink(&E->left, b);
-        free(b);
-    }
+    while (E->parked)
+        let_go(E, E->parked, 0);
+    free(E->handles);
     if (E->ep >= 0)
         close(E->ep);
     pthread_mutex_destroy(&E->mu);

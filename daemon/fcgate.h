@@ -125,10 +125,12 @@ enum req_result request_run(struct req_chan *ch, uint16_t id, struct request_bod
  * never block: when the socket is not ready, the engine's wait decides
  * what waiting means (block the thread, or switch coroutines). */
 struct conn;
+enum conn_wait { CONN_WAIT_READY, CONN_WAIT_TIMEOUT, CONN_WAIT_FAILED };
 struct conn_ops {
-    /* Until fd is ready for events (POLLIN / POLLOUT): 0, or -1 to give
-     * up on the connection. */
-    int (*wait)(struct conn *c, short events);
+    /* Until fd is ready for events (POLLIN / POLLOUT), at most
+     * timeout_ms: CONN_WAIT_READY, CONN_WAIT_TIMEOUT, or CONN_WAIT_FAILED
+     * to give up on the connection (error, cancelled). */
+    enum conn_wait (*wait)(struct conn *c, short events, int timeout_ms);
     int (*sleep)(struct conn *c, unsigned ms);
     int (*wait_fd)(struct conn *c, int fd, short events, int timeout_ms);
     int (*db)(struct conn *c, int (*fn)(sqlite3 *db, void *arg), void *arg);
@@ -142,6 +144,8 @@ struct conn_ops {
 struct conn_env {
     struct codec_limits limits;
     size_t max_body_bytes;
+    int io_timeout_ms;        /* without progress inside a request, or before the first */
+    int keepalive_timeout_ms; /* idle between requests */
     struct req_app app;
 };
 
@@ -217,6 +221,14 @@ enum conn_result drain_serve(struct worker *w, struct conn *c, int idle_after_re
 int drain_should_leave(const struct worker *w, const struct conn *c);
 /* Hands c over to a worker that stays, else closes it. */
 void drain_leave(struct worker *w, struct conn *c);
+/* How long idle c may wait for its next request (ms): keepalive_timeout
+ * once it has served one, io_timeout before its first. */
+int drain_idle_limit_ms(const struct worker *w, const struct conn *c);
+/* Idle c waited past that: closes it, counted for drain_report. */
+void drain_expire(struct worker *w, struct conn *c);
+/* Logs the connections closed idle since the last report, at most once a
+ * second (any thread). */
+void drain_report(struct worker *w);
 struct drain_ops {
     void (*stop_intake)(void *engine);  /* no more new connections */
     void (*release_idle)(void *engine); /* drain_should_leave each idle one */
@@ -240,7 +252,9 @@ struct worker {
     int stop_fd; /* eventfd, readable once the worker is stopping */
     atomic_int stopping;
     atomic_long served;
-    atomic_long handed_over; /* idle connections passed on while stopping */
+    atomic_long handed_over;                 /* idle connections passed on while stopping */
+    atomic_long expired_kept, expired_fresh; /* closed idle, not yet reported */
+    _Atomic uint64_t next_report_ms;
     struct app_module mod;
 };
 
@@ -296,6 +310,9 @@ enum overdue {
     OVERDUE_REQUEST, /* a request runs past timeout */
     OVERDUE_SILENT,  /* a thread has not beaten past timeout, outside a request */
 };
+/* A worker not ready age_ms after its fork is stuck booting (stopped, or
+ * an init that hangs): timeout plus a generous slack. */
+int policy_boot_overdue(uint64_t age_ms, int timeout_s);
 /* Whether a ready worker's slots show it stuck; *which is the slot. */
 enum overdue policy_overdue(const struct score_slot *slots, size_t n, uint64_t now, int timeout_s,
                             size_t *which);

@@ -13,6 +13,7 @@
 #define YOUNG_MS 1000           /* a worker that fails younger than this delays the next */
 #define BOOT_FAILURES_MAX 5
 #define SILENT_SLACK_MS 2000 /* threads beat once a second; allow for a late beat */
+#define BOOT_SLACK_MS 10000  /* loading the module and its init, on a loaded machine */
 
 /* A clean exit (max_requests, TTOU) is no failure. A worker that fails
  * young doubles the delay before the next spawn, up to BACKOFF_MAX_MS,
@@ -57,6 +58,11 @@ long policy_blame(const struct score_slot *slots, size_t n, size_t timed_out)
             busy = (long)t;
     }
     return busy;
+}
+
+int policy_boot_overdue(uint64_t age_ms, int timeout_s)
+{
+    return timeout_s > 0 && age_ms > (uint64_t)timeout_s * 1000u + BOOT_SLACK_MS;
 }
 
 /* A request past timeout, or a thread silent past it while not in a

@@ -436,8 +436,15 @@ static void check_timeouts(uint64_t now)
             }
             continue;
         }
-        if (!p->ready)
+        if (!p->ready) {
+            if (policy_boot_overdue(now - p->started_ms, cfg->timeout)) {
+                log_error("worker %zu (pid %d) not ready %.1f s after it started; killing it",
+                          p->index, (int)p->pid, (double)(now - p->started_ms) / 1e3);
+                kill(p->pid, SIGKILL);
+                p->abort_ms = now;
+            }
             continue;
+        }
         const struct score_slot *slots = scoreboard_slot(&p->gen->sb, p->index, 0);
         size_t t = 0;
         switch (policy_overdue(slots, p->gen->sb.per_worker, now, cfg->timeout, &t)) {

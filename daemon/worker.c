@@ -154,6 +154,8 @@ static void load_app(struct worker *w)
     w->env = (struct conn_env){
         .limits = engine_codec_limits(w->cfg),
         .max_body_bytes = w->cfg->max_body_bytes,
+        .io_timeout_ms = w->cfg->io_timeout * 1000,
+        .keepalive_timeout_ms = w->cfg->keepalive_timeout * 1000,
         .app = {.app = w->mod.app, .ctx = ctx, .access_format = w->cfg->log_access_format},
     };
 }

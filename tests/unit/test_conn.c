@@ -24,10 +24,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int test_wait(struct conn *c, short events)
+static enum conn_wait test_wait(struct conn *c, short events, int timeout_ms)
 {
     struct pollfd p = {c->fd, events, 0};
-    return poll(&p, 1, 5000) == 1 ? 0 : -1;
+    int r = poll(&p, 1, timeout_ms);
+    return r == 1 ? CONN_WAIT_READY : r == 0 ? CONN_WAIT_TIMEOUT : CONN_WAIT_FAILED;
 }
 
 static int no_sleep(struct conn *c, unsigned ms)
@@ -80,6 +81,8 @@ static const struct fcgate_app app = {
 static struct conn_env env = {
     .limits = {65536, 1, 1},
     .max_body_bytes = 100,
+    .io_timeout_ms = 200,
+    .keepalive_timeout_ms = 1000,
     .app = {.app = &app},
 };
 
@@ -236,6 +239,52 @@ static void test_conn_body_over_limit_reaches_the_app_as_etoobig(void **state)
     close_pair(&p);
 }
 
+static void test_conn_stalled_request_closes_after_io_timeout(void **state)
+{
+    (void)state;
+    struct pair p;
+    struct codec_buf in = {0};
+    open_pair(&p);
+    uint8_t begin[8] = {0, FCGI_RESPONDER, FCGI_KEEP_CONN};
+    codec_put_record(&in, FCGI_BEGIN_REQUEST, 1, begin, sizeof(begin));
+    send_bytes(p.peer, &in); /* and then nothing */
+    uint64_t t0 = monotonic_ms();
+    assert_int_equal(conn_serve(&p.c), CONN_CLOSED);
+    assert_true(monotonic_ms() - t0 >= 150);
+    assert_int_equal(p.c.served, 0);
+    codec_buf_free(&in);
+    close_pair(&p);
+}
+
+static void test_conn_peer_not_reading_closes_after_io_timeout(void **state)
+{
+    (void)state;
+    struct pair p;
+    struct codec_buf in = {0};
+    open_pair(&p);
+    /* GET_VALUES records whose replies nobody reads: the replies fill the
+     * socket buffers, and the writer gives up after io_timeout. */
+    uint8_t nv[] = {14, 0, 'F', 'C', 'G', 'I', '_', 'M', 'A', 'X', '_', 'C', 'O', 'N', 'N', 'S'};
+    for (int i = 0; i < 40000; i++)
+        codec_put_record(&in, FCGI_GET_VALUES, 0, nv, sizeof(nv));
+    pid_t pid = fork();
+    if (pid == 0) {
+        (void)!write(p.peer, in.data, in.len);
+        _exit(0);
+    }
+    struct pollfd first = {p.c.fd, POLLIN, 0};
+    assert_int_equal(poll(&first, 1, 5000), 1);
+    enum conn_result r;
+    while ((r = conn_serve(&p.c)) == CONN_IDLE)
+        assert_int_equal(poll(&first, 1, 5000), 1);
+    assert_int_equal(r, CONN_CLOSED);
+    close(p.peer); /* lets the writer finish */
+    p.peer = -1;
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    codec_buf_free(&in);
+    close_pair(&p);
+}
+
 static void test_conn_protocol_error_closes(void **state)
 {
     (void)state;
@@ -293,6 +342,8 @@ int main(void)
         cmocka_unit_test(test_conn_pipelined_requests_are_served_from_the_buffer),
         cmocka_unit_test(test_conn_without_keep_conn_closes_after_the_request),
         cmocka_unit_test(test_conn_body_over_limit_reaches_the_app_as_etoobig),
+        cmocka_unit_test(test_conn_stalled_request_closes_after_io_timeout),
+        cmocka_unit_test(test_conn_peer_not_reading_closes_after_io_timeout),
         cmocka_unit_test(test_conn_protocol_error_closes),
         cmocka_unit_test(test_conn_peer_close_between_requests_closes),
         cmocka_unit_test(test_conn_partial_record_is_not_a_boundary),

@@ -125,6 +125,15 @@ static void test_policy_overdue_request_and_silent_thread(void **state)
     assert_int_equal(policy_overdue(s, 2, now, 30, &which), OVERDUE_NONE);
 }
 
+static void test_policy_boot_overdue_after_timeout_and_slack(void **state)
+{
+    (void)state;
+    assert_false(policy_boot_overdue(5000, 1));
+    assert_false(policy_boot_overdue(11000, 1));
+    assert_true(policy_boot_overdue(11001, 1));
+    assert_false(policy_boot_overdue(1000000, 0)); /* timeout 0: never */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -134,6 +143,7 @@ int main(void)
         cmocka_unit_test(test_policy_boot_failure_verdicts),
         cmocka_unit_test(test_policy_blame_prefers_timeout_then_crash_then_busy),
         cmocka_unit_test(test_policy_overdue_request_and_silent_thread),
+        cmocka_unit_test(test_policy_boot_overdue_after_timeout_and_slack),
     };
     return cmocka_run_group_tests_name("policy", tests, NULL, NULL);
 }
