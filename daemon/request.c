@@ -441,6 +441,20 @@ static void replace_body(struct fcgate_req *r, const char *text)
         r->out.len = 0;
 }
 
+/* The head is out, so no error answer can replace the response, and an
+ * END_REQUEST would make the truncated body look whole to nginx and its
+ * client. An invalid record instead (version 0): nginx takes it as an
+ * upstream error and cuts its client off, with fastcgi_keep_conn on or
+ * off (a bare close it takes as a normal end without keep_conn). The
+ * connection closes after it. */
+static void cut_off(struct fcgate_req *r)
+{
+    static const uint8_t invalid[FCGI_HEADER_LEN] = {0, FCGI_STDOUT};
+    if (!r->gone)
+        r->ch->io->write(r->ch, invalid, sizeof(invalid));
+    r->gone = 1;
+}
+
 static void access_log(struct fcgate_req *r, uint64_t t0_us)
 {
     struct timespec ts;
@@ -497,16 +511,19 @@ enum req_result request_run(struct req_chan *ch, uint16_t id, struct request_bod
         /* Over `timeout` (async mode): whatever the handler made of its
          * failed waits, the client gets a 504, or a cut if it already
          * had the head of the response. */
-        r.status = 504;
-        if (r.headers_sent)
-            r.gone = 1;
-        else
+        if (r.headers_sent) {
+            cut_off(&r);
+        } else {
+            r.status = 504;
             replace_body(&r, "gateway timeout\n");
+        }
     } else if (rc != 0) {
         if (!r.gone)
             log_error("app: %s %s: handler failed (%d: %s)%s", r.method, r.path, rc,
                       fcgate_strerror(rc), r.headers_sent ? "; response cut short" : "");
-        if (!r.headers_sent && !r.gone) {
+        if (r.headers_sent) {
+            cut_off(&r);
+        } else if (!r.gone) {
             r.status = 500;
             replace_body(&r, "internal server error\n");
         }

@@ -2,6 +2,7 @@
 descriptors, a handler that fails after its response started, a dead
 supervisor."""
 
+import http.client
 import os
 import resource
 import signal
@@ -44,6 +45,28 @@ class HardeningTest(harness.TestCase):
         self.assertEqual(out[0].http()[2], b"hello\n")
         self.assertLess(time.monotonic() - t0, 3.0)
         self.assertEqual(fc.worker_pids(), [worker])
+
+    def cut_off_through_nginx(self, keepalive):
+        fc = self.fcgate("probe", workers=1)
+        ng = self.nginx(fc, keepalive=keepalive)
+        conn = http.client.HTTPConnection("127.0.0.1", ng.port, timeout=15)
+        self.addCleanup(conn.close)
+        conn.request("GET", "/stream?kb=300&fail=1")
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 200)  # the head went out with the first 64 KiB
+        with self.assertRaises((http.client.IncompleteRead, ConnectionError),
+                               msg="a cut response reached the client as a whole one"):
+            resp.read()
+        self.assertIsNotNone(fc.wait_log(r"GET /stream: handler failed .*response cut short"))
+        # The next request, on a new connection, is whole.
+        r = harness.http_request(ng.port, "GET", "/stream?kb=100")
+        self.assertEqual(len(r.body), 100 * 1024)
+
+    def test_handler_failing_after_its_response_started_cuts_the_client_off(self):
+        self.cut_off_through_nginx(None)
+
+    def test_handler_failing_after_its_response_started_cuts_off_with_keepalive(self):
+        self.cut_off_through_nginx(8)
 
 
 if __name__ == "__main__":

@@ -183,7 +183,11 @@ struct fcgate_app {                /* exported as `fcgate_app_module` */
      * respawning forever. *ctx is handed to handle and fini. */
     int (*init)(const fcgate_host *h, void **ctx);
     /* One request. Non-zero is logged, and answered 500 if nothing was
-     * sent yet; a response already started is ended where it stands. */
+     * sent yet. A response already started (its head went out with the
+     * first 64 KiB written) is cut off instead: the client behind nginx
+     * sees it end early (a short body, an unfinished chunked encoding),
+     * never a truncated body that looks complete. The same goes for a
+     * request over `timeout` in async mode (504 if nothing was sent). */
     int (*handle)(void *ctx, fcgate_req *r);
     /* At worker exit; may be NULL. */
     void (*fini)(void *ctx);

@@ -91,7 +91,7 @@ static int stream(fcgate_req *r)
         if (rc != FCGATE_OK)
             return rc;
     }
-    return FCGATE_OK;
+    return query_long(r, "fail", 0) ? FCGATE_EIO : FCGATE_OK;
 }
 
 static int handle(void *ctx, fcgate_req *r)
