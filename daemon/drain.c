@@ -30,6 +30,21 @@ void drain_stop(struct worker *w)
     (void)!write(w->stop_fd, &one, sizeof(one));
 }
 
+void drain_orphaned(struct worker *w)
+{
+    int grace = w->cfg->graceful_timeout;
+    atomic_store(&w->orphaned, 1);
+    drain_stop(w);
+    /* SIGALRM's default action ends the process. */
+    alarm(grace > 0 ? (unsigned)grace : 1);
+}
+
+/* Where idle connections can go: nowhere once orphaned. */
+static int can_hand_over(const struct worker *w)
+{
+    return handoff_is_open(w->handoff) && !atomic_load(&w->orphaned);
+}
+
 int drain_stopping(const struct worker *w)
 {
     return atomic_load_explicit(&w->stopping, memory_order_relaxed);
@@ -50,12 +65,13 @@ int drain_should_leave(const struct worker *w, const struct conn *c)
 {
     if (!drain_stopping(w))
         return 0;
-    return c->served > 0 || handoff_is_open(w->handoff);
+    return c->served > 0 || can_hand_over(w);
 }
 
 void drain_leave(struct worker *w, struct conn *c)
 {
-    if (conn_at_boundary(c) && handoff_send(w->handoff, c->fd, c->served > 0) == 0) {
+    if (can_hand_over(w) && conn_at_boundary(c) &&
+        handoff_send(w->handoff, c->fd, c->served > 0) == 0) {
         conn_detach(c);
         atomic_fetch_add(&w->handed_over, 1);
     } else {
@@ -78,6 +94,12 @@ void drain_expire(struct worker *w, struct conn *c)
  * connections can expire at once. */
 void drain_report(struct worker *w)
 {
+    int one = 1;
+    if (atomic_load_explicit(&w->orphaned, memory_order_relaxed) == 1 &&
+        atomic_compare_exchange_strong(&w->orphaned, &one, 2))
+        log_warn("the supervisor is gone; finishing the requests in flight (up to "
+                 "graceful_timeout %d s) and exiting",
+                 w->cfg->graceful_timeout);
     uint64_t now = monotonic_ms(), next = atomic_load(&w->next_report_ms);
     if (now < next || !atomic_compare_exchange_strong(&w->next_report_ms, &next, now + 1000))
         return;
@@ -114,6 +136,7 @@ enum conn_result drain_serve(struct worker *w, struct conn *c, int idle_after_re
 void drain_begin(struct worker *w, const struct drain_ops *ops, void *engine)
 {
     ops->stop_intake(engine);
-    intake_pass_on(w);
+    if (can_hand_over(w))
+        intake_pass_on(w);
     ops->release_idle(engine);
 }

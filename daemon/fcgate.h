@@ -206,6 +206,10 @@ void intake_pass_on(const struct worker *w);
  * place. Engines supply how to close their intake and find their idle
  * connections; drain decides what happens to each. */
 void drain_stop(struct worker *w);
+/* The supervisor died (async-signal-safe): stop, hand nothing over (no
+ * worker will stay), and exit by graceful_timeout, which nobody else
+ * enforces now. */
+void drain_orphaned(struct worker *w);
 int drain_stopping(const struct worker *w);
 /* n more requests served; at max_requests the worker starts to stop. */
 void drain_count(struct worker *w, unsigned long n);
@@ -254,6 +258,7 @@ struct worker {
     atomic_long served;
     atomic_long handed_over;                 /* idle connections passed on while stopping */
     atomic_long expired_kept, expired_fresh; /* closed idle, not yet reported */
+    atomic_int orphaned;                     /* the supervisor is gone: 1, 2 once logged */
     _Atomic uint64_t next_report_ms;
     struct app_module mod;
 };

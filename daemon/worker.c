@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 static struct worker *self;
+static pid_t supervisor; /* our parent at fork */
 
 /* Marks the slot, then lets the signal take the process: SA_RESETHAND
  * restored the default action, SA_NODEFER lets the re-raise through. */
@@ -30,10 +31,16 @@ static void on_crash(int sig)
     raise(sig);
 }
 
+/* TERM from the supervisor is a stop; the same signal as the parent
+ * death signal, after the kernel reparented us, is an orphan's. */
 static void on_term(int sig)
 {
     (void)sig;
-    if (self)
+    if (!self)
+        return;
+    if (getppid() != supervisor)
+        drain_orphaned(self);
+    else
         drain_stop(self);
 }
 
@@ -165,19 +172,24 @@ void worker_main(struct worker *w)
     char role[32];
 
     self = w;
+    supervisor = getppid();
     w->engine = engine_for(w->cfg->mode);
     snprintf(role, sizeof(role), "worker %zu", w->index);
     log_set_role(role);
     w->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     worker_signals();
-    /* If the supervisor dies, its workers stop too. */
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (w->stop_fd < 0) {
         log_error("eventfd: %s", strerror(errno));
         boot_failed();
     }
     if (drop_privileges(w->cfg) < 0)
         boot_failed();
+    /* If the supervisor dies, its workers stop too. After the drop: the
+     * kernel clears the death signal on a change of credentials. The
+     * supervisor may have died before it was set: look once. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != supervisor)
+        drain_orphaned(w);
     db_configure(w->cfg->app_database);
     load_app(w);
     for (size_t t = 0; t < w->sb->per_worker; t++) {

@@ -8,6 +8,7 @@ import resource
 import signal
 import threading
 import time
+import unittest
 
 import harness
 
@@ -67,6 +68,51 @@ class HardeningTest(harness.TestCase):
 
     def test_handler_failing_after_its_response_started_cuts_off_with_keepalive(self):
         self.cut_off_through_nginx(8)
+
+    def orphan(self, path, graceful):
+        """A root-started fcgate whose workers run as nobody, its
+        supervisor killed by SIGKILL while a request runs."""
+        import grp
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+        fc = self.fcgate("probe", workers=2, user="nobody",
+                         group=grp.getgrgid(nobody.pw_gid).gr_name, graceful_timeout=graceful,
+                         timeout=0, app={"database": ""})
+        workers = fc.wait_workers(2)
+        out = []
+        req = threading.Thread(target=lambda: out.append(
+            harness.fcgi_request(fc.listen, "GET", path, timeout=30)), daemon=True)
+        req.start()
+        time.sleep(0.5)  # in flight
+        os.kill(fc.pid, signal.SIGKILL)
+        fc.wait(5)
+        return fc, workers, req, out
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root")
+    def test_workers_of_a_killed_supervisor_finish_their_requests_and_exit(self):
+        fc, workers, req, out = self.orphan("/sleep?ms=1500", graceful=10)
+        req.join(10)
+        self.assertTrue(out and out[0].http()[2] == b"ok\n", "the request in flight was lost")
+        self.assertTrue(harness.wait_until(
+            lambda: not any(harness.pid_alive(p) for p in workers), 5),
+            "orphaned workers live on: %s" % [p for p in workers if harness.pid_alive(p)])
+        self.assertIsNotNone(fc.wait_log(r"the supervisor is gone; finishing the requests in "
+                                         r"flight \(up to graceful_timeout 10 s\) and exiting"))
+        # The socket is free: a new fcgate starts on it and serves.
+        again = harness.Fcgate(self.tmp, "probe", name="again", listen=[fc.listen],
+                               app={"database": ""})
+        self.track(again, again.log_path)
+        again.start()
+        self.assertEqual(harness.fcgi_request(fc.listen, "GET", "/hello").http()[2], b"hello\n")
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root")
+    def test_orphaned_worker_with_a_hung_request_exits_after_graceful_timeout(self):
+        fc, workers, req, out = self.orphan("/block?ms=60000", graceful=2)
+        t0 = time.monotonic()
+        self.assertTrue(harness.wait_until(
+            lambda: not any(harness.pid_alive(p) for p in workers), 8),
+            "an orphaned worker with a hung request never exits")
+        self.assertLess(time.monotonic() - t0, 6)
 
 
 if __name__ == "__main__":
