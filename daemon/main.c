@@ -61,8 +61,9 @@ static int build_config(struct config *c, struct config_errors *errs)
         n += config_override(c, overrides[i].key, overrides[i].value, errs);
     /* Checks of the final values (module file, listen addresses) run even
      * after other errors, so -t reports everything in one go; not when the
-     * file itself was unreadable, where they would only be noise. */
-    if (config_file && access(config_file, R_OK) != 0)
+     * file could not be read or parsed, where they would only be noise
+     * about defaults the file may well have set. */
+    if (errs->unparsed)
         goto out;
     n += config_check(c, errs);
     /* The workers would refuse: say so now, and in -t. */

@@ -78,6 +78,24 @@ class CliTest(harness.TestCase):
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn(3, lines_with_location(r.stderr, conf), r.stderr)
 
+    def test_check_syntax_error_is_reported_alone(self):
+        # The file sets no module and no user: checks of those defaults
+        # would only be noise after a syntax error.
+        conf = os.path.join(self.tmp, "syntax.conf")
+        with open(conf, "w") as f:
+            f.write('mode = "sync";\nworkers = 2;\nthreads = ;\n')
+        for argv in (["-t", "-c", conf], ["-c", conf]):
+            with self.subTest(argv=argv):
+                r = harness.run_fcgate(argv)
+                self.assertEqual(r.returncode, 1, r.stderr)
+                lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+                self.assertEqual(list(lines_with_location(r.stderr, conf)), [3], r.stderr)
+                located = [ln for ln in lines if ln.startswith(conf + ":")]
+                self.assertEqual(len(located), 1, r.stderr)
+                self.assertNotRegex(r.stderr, "app module|would run as root", r.stderr)
+                if "-t" not in argv:
+                    self.assertRegex(r.stderr, r"\b1 error in the configuration")
+
     def test_check_missing_file_names_it(self):
         conf = os.path.join(self.tmp, "absent.conf")
         r = harness.run_fcgate(["-t", "-c", conf])
