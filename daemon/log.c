@@ -4,7 +4,9 @@
  * Each line is formatted into a stack buffer and written with one write(2)
  * to an O_APPEND descriptor: POSIX keeps such writes whole with respect to
  * each other, so the supervisor, every worker and every thread can share a
- * file without locks. Lines longer than the buffer are cut, never split.
+ * file without locks. Lines longer than the buffer are cut, never split,
+ * and control bytes in a message are escaped, so one message is always
+ * exactly one line.
  */
 #include "log.h"
 
@@ -128,6 +130,37 @@ void log_set_role(const char *role)
     snprintf(lg.role, sizeof(lg.role), "%s", role);
 }
 
+/* Escapes control bytes of the len bytes at s as \xNN, in place, in a
+ * buffer of cap bytes; returns the new length. Request data (a decoded
+ * %0a in a path) would otherwise end the line early and forge lines of
+ * its own. What does not fit is cut, never half an escape. */
+static size_t escape_controls(char *s, size_t len, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t fit = 0, out = 0;
+
+    for (; fit < len; fit++) {
+        unsigned char ch = (unsigned char)s[fit];
+        size_t w = ch < 0x20 || ch == 0x7f ? 4 : 1;
+        if (out + w > cap)
+            break;
+        out += w;
+    }
+    /* Backwards: an escape only ever moves bytes to the right. */
+    for (size_t i = fit, o = out; i-- > 0;) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch >= 0x20 && ch != 0x7f) {
+            s[--o] = (char)ch;
+            continue;
+        }
+        s[--o] = hex[ch & 15];
+        s[--o] = hex[ch >> 4];
+        s[--o] = 'x';
+        s[--o] = '\\';
+    }
+    return out;
+}
+
 static void vlog(int level, const char *fmt, va_list ap)
 {
     char line[LINE_MAX_BYTES];
@@ -143,7 +176,8 @@ static void vlog(int level, const char *fmt, va_list ap)
     int m = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
     if (m < 0)
         m = 0;
-    n = n + (size_t)m >= sizeof(line) - 1 ? sizeof(line) - 2 : n + (size_t)m;
+    size_t len = n + (size_t)m >= sizeof(line) - 1 ? sizeof(line) - 2 - n : (size_t)m;
+    n += escape_controls(line + n, len, sizeof(line) - 1 - n);
     line[n++] = '\n';
     (void)!write(atomic_load(&lg.error.fd), line, n);
     errno = saved;
