@@ -20,6 +20,11 @@ def lines_with_location(text, path):
     return out
 
 
+def test_module(name):
+    """A module tests/CMakeLists.txt builds for the loader tests."""
+    return os.path.join(harness.FCGATE_APPS, "tests", "mod_%s.so" % name)
+
+
 class CliTest(harness.TestCase):
     def test_version_exits_0(self):
         r = harness.run_fcgate(["--version"])
@@ -164,6 +169,44 @@ class CliTest(harness.TestCase):
             self.assertTrue(dropped, uids(pid))
         r = harness.fcgi_request(f.listen, "GET", "/hello")
         self.assertEqual(r.http()[2], b"hello\n")
+
+    def check_module(self, module, **overrides):
+        """Runs -t on a config whose app.module (line 2) is module; returns
+        (result, {line: [messages]})."""
+        conf = os.path.join(self.tmp, "mod.conf")
+        lines = ['mode = "%s";' % MODE,
+                 'app = { module = "%s"; database = ""; };' % module]
+        if os.geteuid() == 0:
+            lines.append('user = "root";')
+        for k, v in overrides.items():
+            lines.append("%s = %s;" % (k, v))
+        with open(conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        r = harness.run_fcgate(["-t", "-c", conf])
+        return r, lines_with_location(r.stderr, conf)
+
+    def test_check_loads_module_and_reports_wrong_abi_at_its_line(self):
+        r, errs = self.check_module(test_module("bad_abi"))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(sorted(errs), [2], r.stderr)
+        self.assertRegex(" ".join(errs[2]), r"mod_bad_abi\.so.*ABI %d\.0" % 2)
+
+    def test_check_reports_module_without_fcgate_app_module_at_its_line(self):
+        r, errs = self.check_module(test_module("no_symbol"))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(sorted(errs), [2], r.stderr)
+        self.assertIn("fcgate_app_module", " ".join(errs[2]))
+
+    def test_check_reports_failing_dlopen_at_its_line(self):
+        r, errs = self.check_module(test_module("unresolved"))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(sorted(errs), [2], r.stderr)
+        self.assertIn("no_such_function_anywhere", " ".join(errs[2]))
+
+    def test_check_loads_good_module(self):
+        r, errs = self.check_module(test_module("good"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("configuration ok", r.stdout)
 
     def test_command_line_overrides_config_file(self):
         f = self.fcgate("bench", start=False, workers=1)
