@@ -975,6 +975,8 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
     log_info("stopped");
     return S.exit_code;
 fail:
+    /* Every way here is before gen_new took cfg over. */
+    config_free(cfg);
     close_listeners();
     handoff_fini(&S.handoff);
     return 1;
