@@ -10,9 +10,12 @@
 struct app_module {
     void *handle;                 /* dlopen handle */
     const struct fcgate_app *app; /* the module's exported record */
+    int snapshot_fd;              /* the private copy loaded; valid with handle */
 };
 
-/* dlopen(path, RTLD_NOW | RTLD_LOCAL) and checks fcgate_app_module:
+/* Copies the file at path into memory and dlopen()s that copy
+ * (RTLD_NOW | RTLD_LOCAL), so rewriting the file later cannot change the
+ * loaded code; each call loads its own copy. Checks fcgate_app_module:
  * present, magic, ABI major equal and minor not newer than the daemon's,
  * size at least what ABI 1.0 defined, handle set. 0, or -1 with a message
  * naming the module and what differs in err. */

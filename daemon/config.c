@@ -77,6 +77,12 @@ int config_error(struct config_errors *e, const char *fmt, ...)
     return 1;
 }
 
+static void mark_unparsed(struct config_errors *e)
+{
+    if (e != NULL)
+        e->unparsed = 1;
+}
+
 void config_errors_free(struct config_errors *e)
 {
     size_t i;
@@ -88,6 +94,7 @@ void config_errors_free(struct config_errors *e)
     free(e->msg);
     e->msg = NULL;
     e->n = 0;
+    e->unparsed = 0;
 }
 
 /* Text from the file or the command line, made safe for a one-line
@@ -857,8 +864,10 @@ static int load_text(struct config *c, const char *text, const char *name, const
     config_t cfg;
 
     prescan(&L, text, strlen(text), name, 0);
-    if (L.n > 0)
+    if (L.n > 0) {
+        mark_unparsed(errs);
         return L.n;
+    }
 
     config_init(&cfg);
     if (include_dir != NULL)
@@ -873,6 +882,7 @@ static int load_text(struct config *c, const char *text, const char *name, const
 
         L.n += config_error(errs, "%s:%d: %s", file, config_error_line(&cfg),
                             et ? et : "syntax error");
+        mark_unparsed(errs);
         free(f);
     }
     config_destroy(&cfg);
@@ -893,11 +903,15 @@ int config_load_file(struct config *c, const char *path, struct config_errors *e
     size_t len;
     int n;
 
-    if (read_all(path, &text, &len) < 0)
+    if (read_all(path, &text, &len) < 0) {
+        mark_unparsed(errs);
         return config_error(errs, "%s: cannot read: %s", path, strerror(errno));
+    }
     if ((nul = memchr(text, '\0', len)) != NULL) {
         unsigned line = 1;
         const char *p;
+
+        mark_unparsed(errs);
 
         for (p = text; p < nul; p++)
             line += *p == '\n';

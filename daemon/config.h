@@ -69,6 +69,10 @@ struct config {
 struct config_errors {
     char **msg;
     size_t n;
+    /* A file could not be parsed at all (unreadable, syntax error): the
+     * values it would have set are unknown, so checks of the final values
+     * would only report defaults the file never reached. */
+    int unparsed;
 };
 
 /* Appends one message to errs; returns 1 (the errors it stands for). */

@@ -19,13 +19,21 @@
 #define BUSY_TIMEOUT_MS 5000
 #define SNAPSHOT_RETRIES 5
 
+struct cached_stmt {
+    char *copy;
+    sqlite3_stmt *stmt;
+    unsigned long used; /* the db_run callback that last handed it out */
+};
+
+/* Statements are kept oldest first. A statement handed out during the
+ * current db_run callback (used == run) is never finalized before that
+ * callback returns: the app may still hold it. So the cache may grow past
+ * STMT_CACHE within one callback; settle() trims it back after. */
 struct db_conn {
     sqlite3 *db;
-    size_t nstmts;
-    struct {
-        char *copy;
-        sqlite3_stmt *stmt;
-    } stmts[STMT_CACHE];
+    unsigned long run; /* counts db_run callbacks */
+    size_t nstmts, cap;
+    struct cached_stmt *stmts;
 };
 
 static char *db_path;
@@ -91,6 +99,38 @@ fail:
     return NULL;
 }
 
+static void evict(struct db_conn *c, size_t i)
+{
+    sqlite3_finalize(c->stmts[i].stmt);
+    free(c->stmts[i].copy);
+    memmove(&c->stmts[i], &c->stmts[i + 1], (c->nstmts - i - 1) * sizeof(c->stmts[0]));
+    c->nstmts--;
+}
+
+/* Room for one more entry: the oldest statement the running callback has
+ * not been handed makes way (its SQL is prepared again if used again);
+ * when it holds them all, the array grows instead. 0, or -1 on ENOMEM. */
+static int make_room(struct db_conn *c)
+{
+    if (c->nstmts >= STMT_CACHE) {
+        for (size_t i = 0; i < c->nstmts; i++) {
+            if (c->stmts[i].used != c->run) {
+                evict(c, i);
+                break;
+            }
+        }
+    }
+    if (c->nstmts < c->cap)
+        return 0;
+    size_t cap = c->cap ? c->cap * 2 : STMT_CACHE;
+    struct cached_stmt *v = realloc(c->stmts, cap * sizeof(*v));
+    if (!v)
+        return -1;
+    c->stmts = v;
+    c->cap = cap;
+    return 0;
+}
+
 sqlite3_stmt *fcgate_stmt(sqlite3 *db, const char *sql)
 {
     struct db_conn *c = tconn;
@@ -100,6 +140,7 @@ sqlite3_stmt *fcgate_stmt(sqlite3 *db, const char *sql)
         if (strcmp(c->stmts[i].copy, sql) == 0) {
             sqlite3_reset(c->stmts[i].stmt);
             sqlite3_clear_bindings(c->stmts[i].stmt);
+            c->stmts[i].used = c->run;
             return c->stmts[i].stmt;
         }
     }
@@ -108,31 +149,25 @@ sqlite3_stmt *fcgate_stmt(sqlite3 *db, const char *sql)
         log_error("database %s: cannot prepare \"%s\": %s", db_path, sql, sqlite3_errmsg(db));
         return NULL;
     }
-    if (c->nstmts == STMT_CACHE) {
-        /* Full: the oldest entry makes room; its SQL is prepared again if
-         * used again. Apps with more distinct statements pay a prepare. */
-        sqlite3_finalize(c->stmts[0].stmt);
-        free(c->stmts[0].copy);
-        memmove(&c->stmts[0], &c->stmts[1], (STMT_CACHE - 1) * sizeof(c->stmts[0]));
-        c->nstmts--;
-    }
     char *copy = strdup(sql);
-    if (!copy) {
+    if (!copy || make_room(c) < 0) {
+        free(copy);
         sqlite3_finalize(st);
         return NULL;
     }
-    c->stmts[c->nstmts].copy = copy;
-    c->stmts[c->nstmts].stmt = st;
-    c->nstmts++;
+    c->stmts[c->nstmts++] = (struct cached_stmt){copy, st, c->run};
     return st;
 }
 
 /* After each call: no statement keeps a read snapshot open (it would pin
- * the WAL), and no transaction outlives the call. */
+ * the WAL), no transaction outlives the call, and the cache is back to its
+ * size (nothing is handed out between calls). */
 static void settle(struct db_conn *c)
 {
     for (size_t i = 0; i < c->nstmts; i++)
         sqlite3_reset(c->stmts[i].stmt);
+    while (c->nstmts > STMT_CACHE)
+        evict(c, 0);
     if (!sqlite3_get_autocommit(c->db))
         exec(c->db, "ROLLBACK");
 }
@@ -144,6 +179,7 @@ int db_run(int (*fn)(sqlite3 *db, void *arg), void *arg)
         return db_path ? FCGATE_EDB : FCGATE_EINVAL;
     int rc = FCGATE_EDB;
     for (int attempt = 0; attempt < SNAPSHOT_RETRIES; attempt++) {
+        c->run++;
         rc = fn(c->db, arg);
         int busy_snapshot =
             rc != FCGATE_OK && sqlite3_extended_errcode(c->db) == SQLITE_BUSY_SNAPSHOT;
@@ -163,6 +199,7 @@ void db_close_thread(void)
         sqlite3_finalize(c->stmts[i].stmt);
         free(c->stmts[i].copy);
     }
+    free(c->stmts);
     sqlite3_close(c->db);
     free(c);
     tconn = NULL;

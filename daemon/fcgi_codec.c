@@ -64,11 +64,10 @@ void codec_init(struct codec *c, const struct codec_limits *lim)
 
 static void free_params(struct codec *c)
 {
-    free(c->params);
-    free(c->pstrings);
-    c->params = NULL;
-    c->pstrings = NULL;
+    free(c->pairs);
+    c->pairs = NULL;
     c->nparams = 0;
+    c->params_wire = 0;
     c->params_raw.len = 0;
 }
 
@@ -113,12 +112,41 @@ void codec_request_done(struct codec *c)
     c->id = 0;
 }
 
+struct codec_param codec_param_at(const struct codec *c, size_t i)
+{
+    const char *base = (const char *)c->params_raw.data;
+    size_t end = i + 1 < c->nparams ? c->pairs[i + 1] : c->params_raw.len;
+    struct codec_param p = {base + c->pairs[i], NULL, 0};
+
+    p.value = p.name + strlen(p.name) + 1;
+    p.vlen = end - (size_t)(p.value - base) - 1;
+    return p;
+}
+
 const char *codec_param(const struct codec *c, const char *name)
 {
-    for (size_t i = 0; i < c->nparams; i++)
-        if (strcmp(c->params[i].name, name) == 0)
-            return c->params[i].value;
+    const char *base = (const char *)c->params_raw.data;
+    for (size_t i = 0; i < c->nparams; i++) {
+        const char *n = base + c->pairs[i];
+        if (strcmp(n, name) == 0)
+            return n + strlen(n) + 1;
+    }
     return NULL;
+}
+
+size_t codec_nparams(const struct codec *c)
+{
+    return c->nparams;
+}
+
+size_t codec_params_wire(const struct codec *c)
+{
+    return c->params_wire;
+}
+
+size_t codec_params_held(const struct codec *c)
+{
+    return c->params_raw.cap + c->nparams * sizeof(*c->pairs);
 }
 
 /* ---- encoding ---- */
@@ -252,38 +280,56 @@ static const char *fail(struct codec *c, const char *fmt, unsigned a, unsigned b
     return c->errbuf;
 }
 
-/* Turns the PARAMS stream into NUL-terminated name/value strings. */
+/* The buffer grew by doubling while the stream came in: give the slack
+ * back, so the parsed form is bounded by the wire size, not twice it. */
+static void buf_shrink(struct codec_buf *b)
+{
+    if (b->len == 0) {
+        codec_buf_free(b);
+        return;
+    }
+    uint8_t *d = b->cap > b->len ? realloc(b->data, b->len) : NULL;
+    if (d) {
+        b->data = d;
+        b->cap = b->len;
+    }
+}
+
+/* Turns the PARAMS stream into NUL-terminated name/value strings, in
+ * place: a pair's strings and their two NULs take no more than the pair's
+ * wire bytes (two length bytes at least), so what is written never
+ * reaches the next pair's header before it is read. */
 static const char *parse_params(struct codec *c)
 {
-    const uint8_t *p = c->params_raw.data;
-    size_t len = c->params_raw.len, off = 0, n = 0;
+    size_t len = c->params_raw.len, off = 0, n = 0, w = 0;
     size_t name, nlen, value, vlen;
 
     while (off < len) {
-        if (nv_next(p, len, &off, &name, &nlen, &value, &vlen) < 0)
+        if (nv_next(c->params_raw.data, len, &off, &name, &nlen, &value, &vlen) < 0)
             return fail(c, "name-value length runs past the end of PARAMS (%u bytes)",
                         (unsigned)len, 0);
         n++;
     }
-    c->params = calloc(n ? n : 1, sizeof(*c->params));
-    /* Every pair costs at least 2 length bytes, so this cannot overflow. */
-    c->pstrings = malloc(len + n * 2 + 1);
-    if (!c->params || !c->pstrings)
+    if (len > UINT32_MAX)
+        return fail(c, "PARAMS over 4 GiB", 0, 0);
+    buf_shrink(&c->params_raw);
+    if (n && !(c->pairs = malloc(n * sizeof(*c->pairs))))
         return fail(c, "out of memory for %u params", (unsigned)n, 0);
-    char *s = c->pstrings;
+    uint8_t *p = c->params_raw.data;
     for (off = 0; off < len; c->nparams++) {
-        struct codec_param *cp = &c->params[c->nparams];
         nv_next(p, len, &off, &name, &nlen, &value, &vlen);
-        cp->name = s;
-        memcpy(s, p + name, nlen);
-        s += nlen;
-        *s++ = '\0';
-        cp->value = s;
-        cp->vlen = vlen;
-        memcpy(s, p + value, vlen);
-        s += vlen;
-        *s++ = '\0';
+        const uint8_t *nul = memchr(p + name, '\0', nlen);
+        size_t keep = nul ? (size_t)(nul - (p + name)) : nlen;
+        c->pairs[c->nparams] = (uint32_t)w;
+        memmove(p + w, p + name, keep);
+        w += keep;
+        p[w++] = '\0';
+        memmove(p + w, p + value, vlen);
+        w += vlen;
+        p[w++] = '\0';
     }
+    c->params_wire = len;
+    c->params_raw.len = w;
     return NULL;
 }
 

@@ -55,8 +55,12 @@ struct codec_event {
     const char *reason; /* CODEC_ERROR: static text, or the codec's errbuf */
 };
 
+/* One param, as codec_param_at gives it: NUL-terminated strings inside the
+ * codec, valid until codec_request_done. A name is cut at a NUL byte it
+ * carries (lookups compare it as a C string anyway); a value keeps its
+ * bytes, vlen of them. */
 struct codec_param {
-    const char *name; /* NUL-terminated copies, valid until codec_request_done */
+    const char *name;
     const char *value;
     size_t vlen;
 };
@@ -81,10 +85,14 @@ struct codec {
     uint16_t refused[4];  /* ids answered CANT_MPX_CONN / UNKNOWN_ROLE */
     unsigned nrefused;
     int keep_conn;
+    /* The PARAMS stream as received; once complete, rewritten in place as
+     * name\0value\0 pairs, which never take more than their wire bytes.
+     * pairs[i] is the offset of the i-th name: with 4 bytes per pair of 2+
+     * wire bytes, the parsed params cost at most 3x their wire size. */
     struct codec_buf params_raw;
-    struct codec_param *params;
+    uint32_t *pairs;
     size_t nparams;
-    char *pstrings;
+    size_t params_wire; /* bytes of the PARAMS stream, once complete */
     int failed;
     char errbuf[128];
     struct codec_buf out; /* management replies to send */
@@ -109,6 +117,16 @@ void codec_request_done(struct codec *c);
 
 /* A FastCGI param of the current request, NULL if absent. */
 const char *codec_param(const struct codec *c, const char *name);
+
+/* The current request's params, in stream order: how many, and the i-th
+ * (i < codec_nparams). */
+size_t codec_nparams(const struct codec *c);
+struct codec_param codec_param_at(const struct codec *c, size_t i);
+
+/* Bytes of the current request's PARAMS stream on the wire, and bytes the
+ * codec holds for its parsed form (at most 3x the wire bytes). */
+size_t codec_params_wire(const struct codec *c);
+size_t codec_params_held(const struct codec *c);
 
 /* Encoders: append records to b. 0, or -1 on ENOMEM. */
 int codec_put_stdout(struct codec_buf *b, uint16_t id, const void *p, size_t n);

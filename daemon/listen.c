@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -258,8 +259,10 @@ int listen_open(const struct listen_addr *a, int backlog, unsigned mode, char *e
     }
     bound = 1;
     /* bind() created the file under the umask; the configured mode is
-     * what lets nginx's user connect. */
-    if (a->family == AF_UNIX && chmod(a->path, mode & 07777) < 0) {
+     * what lets nginx's user connect. Not through a link: the directory
+     * may be writable by others, who could swap the socket for one. */
+    if (a->family == AF_UNIX &&
+        fchmodat(AT_FDCWD, a->path, mode & 07777, AT_SYMLINK_NOFOLLOW) < 0) {
         e = errno;
         fail(err, errlen, "cannot chmod %04o %s: %s", mode & 07777, a->path, strerror(e));
         goto fail;

@@ -4,7 +4,9 @@
  * Each line is formatted into a stack buffer and written with one write(2)
  * to an O_APPEND descriptor: POSIX keeps such writes whole with respect to
  * each other, so the supervisor, every worker and every thread can share a
- * file without locks. Lines longer than the buffer are cut, never split.
+ * file without locks. Lines longer than the buffer are cut, never split,
+ * and control bytes in a message are escaped, so one message is always
+ * exactly one line.
  */
 #include "log.h"
 
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -81,16 +84,23 @@ static void swap_fd(struct log_target *t, int nfd)
     t->retired = old;
 }
 
-/* "-" is the inherited stderr; anything else is opened for appending. */
-static int open_target(const char *path, struct log_target *t)
+/* "-" is the inherited stderr; anything else is opened for appending.
+ * Never through a symbolic link: the supervisor opens these as root in a
+ * directory the workers' user may write (logrotate's), and a link planted
+ * there would have root append to, and then chown, any file. 0, or -1
+ * with the reason in err. */
+static int open_target(const char *path, struct log_target *t, char *err, size_t errlen)
 {
     if (!path || strcmp(path, "-") == 0) {
         swap_fd(t, 2);
         return 0;
     }
-    int nfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    int nfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
     if (nfd < 0) {
-        fprintf(stderr, "fcgate: cannot open log file %s: %s\n", path, strerror(errno));
+        if (errno == ELOOP)
+            snprintf(err, errlen, "log file %s is a symbolic link; not following it", path);
+        else
+            snprintf(err, errlen, "cannot open log file %s: %s", path, strerror(errno));
         return -1;
     }
     swap_fd(t, nfd);
@@ -99,33 +109,103 @@ static int open_target(const char *path, struct log_target *t)
 
 int log_open(int level, const char *error_path, const char *access_path)
 {
+    char err[4200];
+    int rc = 0;
+
     free(lg.error_path);
     free(lg.access_path);
     lg.error_path = error_path ? strdup(error_path) : NULL;
     lg.access_path = access_path ? strdup(access_path) : NULL;
     lg.level = level;
-    if (open_target(lg.error_path, &lg.error) < 0)
-        return -1;
+    if (open_target(lg.error_path, &lg.error, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        rc = -1;
+    }
     if (!lg.access_path) {
         swap_fd(&lg.access, -1);
-        return 0;
+    } else if (open_target(lg.access_path, &lg.access, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        rc = -1;
     }
-    return open_target(lg.access_path, &lg.access);
+    return rc;
 }
 
 int log_reopen(void)
 {
-    int rc = open_target(lg.error_path, &lg.error);
-    if (lg.access_path && open_target(lg.access_path, &lg.access) < 0)
-        rc = -1;
+    char err[4200];
+    int rc = open_target(lg.error_path, &lg.error, err, sizeof(err));
     if (rc < 0)
-        log_error("reopening the log files failed; still writing to the old ones");
+        log_error("reopening the error log: %s; still writing to the old file", err);
+    if (lg.access_path && open_target(lg.access_path, &lg.access, err, sizeof(err)) < 0) {
+        log_error("reopening the access log: %s; still writing to the old file", err);
+        rc = -1;
+    }
+    return rc;
+}
+
+/* Through the descriptor, not the name: the name may already lead
+ * elsewhere. Only a regular file with one link, so a hard link to another
+ * file, or a device such as /dev/null, keeps its owner. */
+static int chown_target(const struct log_target *t, const char *path, uid_t uid, gid_t gid)
+{
+    struct stat st;
+    int fd = atomic_load(&t->fd);
+
+    if (!path || strcmp(path, "-") == 0 || fd < 0)
+        return 0;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+        log_warn("log file %s: not a regular file with one link; its owner stays as it is", path);
+        return -1;
+    }
+    if (fchown(fd, uid, gid) < 0) {
+        log_warn("log file %s: chown: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int log_chown(uid_t uid, gid_t gid)
+{
+    int rc = chown_target(&lg.error, lg.error_path, uid, gid);
+    if (chown_target(&lg.access, lg.access_path, uid, gid) < 0)
+        rc = -1;
     return rc;
 }
 
 void log_set_role(const char *role)
 {
     snprintf(lg.role, sizeof(lg.role), "%s", role);
+}
+
+/* Escapes control bytes of the len bytes at s as \xNN, in place, in a
+ * buffer of cap bytes; returns the new length. Request data (a decoded
+ * %0a in a path) would otherwise end the line early and forge lines of
+ * its own. What does not fit is cut, never half an escape. */
+static size_t escape_controls(char *s, size_t len, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t fit = 0, out = 0;
+
+    for (; fit < len; fit++) {
+        unsigned char ch = (unsigned char)s[fit];
+        size_t w = ch < 0x20 || ch == 0x7f ? 4 : 1;
+        if (out + w > cap)
+            break;
+        out += w;
+    }
+    /* Backwards: an escape only ever moves bytes to the right. */
+    for (size_t i = fit, o = out; i-- > 0;) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch >= 0x20 && ch != 0x7f) {
+            s[--o] = (char)ch;
+            continue;
+        }
+        s[--o] = hex[ch & 15];
+        s[--o] = hex[ch >> 4];
+        s[--o] = 'x';
+        s[--o] = '\\';
+    }
+    return out;
 }
 
 static void vlog(int level, const char *fmt, va_list ap)
@@ -143,7 +223,8 @@ static void vlog(int level, const char *fmt, va_list ap)
     int m = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
     if (m < 0)
         m = 0;
-    n = n + (size_t)m >= sizeof(line) - 1 ? sizeof(line) - 2 : n + (size_t)m;
+    size_t len = n + (size_t)m >= sizeof(line) - 1 ? sizeof(line) - 2 - n : (size_t)m;
+    n += escape_controls(line + n, len, sizeof(line) - 1 - n);
     line[n++] = '\n';
     (void)!write(atomic_load(&lg.error.fd), line, n);
     errno = saved;

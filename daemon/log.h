@@ -9,19 +9,27 @@
 
 #include <fcgate/app.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 /* Opens the error log ("-": stderr) and the access log (NULL: off, "-":
  * stderr) at the given level. Before it is called, lines go to stderr at
- * info level. 0, or -1 with a message already written to stderr. */
+ * info level. A path that is a symbolic link is refused. 0, or -1 with the
+ * reason logged (to the error log in use: stderr at start). */
 int log_open(int level, const char *error_path, const char *access_path);
 
-/* Reopens both files (logrotate, USR1). 0 or -1 (logged). */
+/* Reopens both files (logrotate, USR1); a file that cannot be reopened
+ * (or is now a symbolic link) keeps its old descriptor. 0 or -1 (logged). */
 int log_reopen(void);
 
 /* From a signal handler (async-signal-safe): reopen at the next poll. */
 void log_request_reopen(void);
 /* Reopens the files if a reopen was requested (serving loops call it). */
 void log_poll_reopen(void);
+
+/* Gives the open log files (not stderr) to uid:gid through their
+ * descriptors, so the workers can reopen them. Regular files with one
+ * link only. 0 or -1 (logged as a warning). */
+int log_chown(uid_t uid, gid_t gid);
 
 /* Tags lines with this process's role, e.g. "worker 3"; pid is added. */
 void log_set_role(const char *role);

@@ -4,10 +4,16 @@
 #include "fcgate.h"
 #include "log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MAX_OVERRIDES 64
@@ -18,6 +24,7 @@ static struct {
     const char *key, *value;
 } overrides[MAX_OVERRIDES];
 static size_t noverrides;
+static int test_only;
 
 static void usage(FILE *out)
 {
@@ -47,6 +54,77 @@ static void usage(FILE *out)
             "binary, TTIN/TTOU one worker more/less, USR1 reopen log files.\n");
 }
 
+/* The child of check_module_load: loads the module as a worker would (as
+ * the workers' user, when root can switch to it) and writes why it could
+ * not to fd. Exits 0 if it loaded. */
+static void load_module_child(const struct config *c, int fd)
+{
+    char err[1024] = "";
+    struct app_module m;
+    uid_t uid;
+    gid_t gid;
+
+    if (geteuid() == 0 && c->user && strcmp(c->user, "root") != 0) {
+        if (worker_ids(c, &uid, &gid) < 0 || initgroups(c->user, gid) < 0 || setgid(gid) < 0 ||
+            setuid(uid) < 0) {
+            snprintf(err, sizeof(err), "cannot switch to user '%s' to load the app module",
+                     c->user);
+            goto out;
+        }
+    }
+    if (app_load(c->app_module, &m, err, sizeof(err)) == 0) {
+        if (c->mode == MODE_THREADS)
+            app_check_threads(&m, c->app_module, err, sizeof(err));
+        app_unload(&m);
+    }
+out:
+    (void)!write(fd, err, strlen(err));
+    _exit(err[0] ? 1 : 0);
+}
+
+/* -t loads the module, in a child process: dlopen runs the module's
+ * constructors, and a bad one must not take the checker down. A wrong
+ * ABI, a missing symbol or a failing dlopen is reported at the line that
+ * set app.module. Returns the number of errors added (0 or 1). */
+static int check_module_load(const struct config *c, struct config_errors *errs)
+{
+    const char *origin = c->app_module_origin ? c->app_module_origin : "(default)";
+    char why[1024];
+    int pfd[2], status;
+    ssize_t n = 0, r;
+
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        return config_error(errs, "%s: cannot check the app module: %s", origin, strerror(errno));
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pfd[0]);
+        load_module_child(c, pfd[1]);
+    }
+    close(pfd[1]);
+    while (pid > 0 && (r = read(pfd[0], why + n, sizeof(why) - 1 - (size_t)n)) > 0)
+        n += r;
+    why[n] = '\0';
+    close(pfd[0]);
+    if (pid < 0)
+        return config_error(errs, "%s: cannot check the app module: %s", origin, strerror(errno));
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (WIFSIGNALED(status))
+        return config_error(errs, "%s: loading app module %s killed the check with signal %d (%s)",
+                            origin, c->app_module, WTERMSIG(status), strsignal(WTERMSIG(status)));
+    if (WEXITSTATUS(status) != 0)
+        return config_error(errs, "%s: %s", origin, why[0] ? why : "the app module did not load");
+    return 0;
+}
+
+/* Worth loading: config_check has already reported any other module. */
+static int module_loadable(const struct config *c)
+{
+    struct stat st;
+    return c->app_module && stat(c->app_module, &st) == 0 && S_ISREG(st.st_mode) &&
+           access(c->app_module, R_OK) == 0;
+}
+
 /* Defaults, then the file, then the command line: the order users expect. */
 static int build_config(struct config *c, struct config_errors *errs)
 {
@@ -61,10 +139,13 @@ static int build_config(struct config *c, struct config_errors *errs)
         n += config_override(c, overrides[i].key, overrides[i].value, errs);
     /* Checks of the final values (module file, listen addresses) run even
      * after other errors, so -t reports everything in one go; not when the
-     * file itself was unreadable, where they would only be noise. */
-    if (config_file && access(config_file, R_OK) != 0)
+     * file could not be read or parsed, where they would only be noise
+     * about defaults the file may well have set. */
+    if (errs->unparsed)
         goto out;
     n += config_check(c, errs);
+    if (test_only && module_loadable(c))
+        n += check_module_load(c, errs);
     /* The workers would refuse: say so now, and in -t. */
     if (geteuid() == 0 && !c->user)
         n += config_error(errs,
@@ -108,7 +189,7 @@ int main(int argc, char **argv)
         {"group", required_argument, NULL, OPT_GROUP},
         {NULL, 0, NULL, 0},
     };
-    int test_only = 0, opt;
+    int opt;
 
     while ((opt = getopt_long(argc, argv, "c:tvh", opts, NULL)) != -1) {
         switch (opt) {

@@ -585,7 +585,8 @@ static void on_signal(int sig, uint64_t now)
 }
 
 /* Log files the root supervisor creates belong to the workers' user, who
- * must reopen them on USR1. */
+ * must reopen them on USR1. The files just opened, by descriptor: their
+ * names are in a directory that user can write. */
 static void chown_logs(const struct config *cfg)
 {
     uid_t uid;
@@ -593,10 +594,7 @@ static void chown_logs(const struct config *cfg)
     if (geteuid() != 0 || !cfg->user || strcmp(cfg->user, "root") == 0 ||
         worker_ids(cfg, &uid, &gid) < 0)
         return;
-    const char *paths[] = {cfg->log_error, cfg->log_access};
-    for (size_t i = 0; i < 2; i++)
-        if (paths[i] && strcmp(paths[i], "-") != 0 && chown(paths[i], uid, gid) < 0)
-            log_warn("log file %s: chown to user '%s': %s", paths[i], cfg->user, strerror(errno));
+    log_chown(uid, gid);
 }
 
 /* ---- set-up ---- */
@@ -679,11 +677,19 @@ static int socket_owner(const struct config *cfg, const struct listen_addr *a)
 {
     uid_t uid;
     gid_t gid;
+    struct stat st;
     if (a->family != AF_UNIX || geteuid() != 0 || !cfg->user)
         return 0;
     if (worker_ids(cfg, &uid, &gid) < 0)
         return -1;
-    if (chown(a->path, uid, gid) < 0) {
+    /* The directory may be writable by that user, who could swap the
+     * socket for a link to any file between bind and here: never follow
+     * one (lchown), and refuse anything but a socket. */
+    if (lstat(a->path, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+        log_error("listen %s: no longer the socket just bound; not changing its owner", a->path);
+        return -1;
+    }
+    if (fchownat(AT_FDCWD, a->path, uid, gid, AT_SYMLINK_NOFOLLOW) < 0) {
         log_error("listen %s: chown: %s", a->path, strerror(errno));
         return -1;
     }
@@ -848,18 +854,31 @@ static void upgrade_done(void)
     }
 }
 
+/* Never through a symbolic link, and never truncating a file with other
+ * names: the pidfile's directory may be writable by the workers' user. */
 static int write_pidfile(const char *path)
 {
     char buf[32];
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    struct stat st;
+    int rc = -1, fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) {
-        log_error("pidfile %s: %s", path, strerror(errno));
+        if (errno == ELOOP)
+            log_error("pidfile %s is a symbolic link; not following it", path);
+        else
+            log_error("pidfile %s: %s", path, strerror(errno));
         return -1;
     }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+        log_error("pidfile %s: not a regular file with one link; not writing it", path);
+        goto out;
+    }
     int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
-    int rc = write(fd, buf, (size_t)n) == n ? 0 : -1;
-    if (rc < 0)
+    if (ftruncate(fd, 0) < 0 || write(fd, buf, (size_t)n) != n) {
         log_error("pidfile %s: %s", path, strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
     close(fd);
     return rc;
 }
@@ -939,6 +958,8 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
     log_info("stopped");
     return S.exit_code;
 fail:
+    /* Every way here is before gen_new took cfg over. */
+    config_free(cfg);
     close_listeners();
     handoff_fini(&S.handoff);
     return 1;

@@ -106,12 +106,15 @@ static void respond(const struct codec *c, unsigned id)
 {
     struct codec_buf r = {0};
     const char *uri = codec_param(c, "REQUEST_URI");
-    size_t n = c->nparams ? c->params[0].vlen : 0;
+    struct codec_param first = {NULL, NULL, 0};
+    if (codec_nparams(c))
+        first = codec_param_at(c, 0);
+    size_t n = first.vlen;
 
     if (uri)
         CHECK(codec_put_stdout(&r, (uint16_t)id, uri, strlen(uri)) == 0);
     if (n)
-        CHECK(codec_put_stderr(&r, (uint16_t)id, c->params[0].value, n) == 0);
+        CHECK(codec_put_stderr(&r, (uint16_t)id, first.value, n) == 0);
     CHECK(codec_put_end(&r, (uint16_t)id, 0, FCGI_REQUEST_COMPLETE) == 0);
     size_t off = 0, total = 0;
     while (off < r.len) {
@@ -147,10 +150,15 @@ static void on_event(struct trace *t, struct codec *c, const struct codec_event 
     case CODEC_PARAMS: {
         CHECK(t->active && ev->id == t->id && !t->have_params);
         t->have_params = 1;
-        line(t, "PARAMS", ev->id, (unsigned)c->nparams);
+        line(t, "PARAMS", ev->id, (unsigned)codec_nparams(c));
+        /* The parsed form stays within 3x the wire bytes, whatever the
+         * pairs look like. */
+        CHECK(codec_params_held(c) <= 3 * codec_params_wire(c));
+        CHECK(codec_params_wire(c) <= limits.max_params_bytes);
         size_t bytes = 0;
-        for (size_t i = 0; i < c->nparams; i++) {
-            const struct codec_param *p = &c->params[i];
+        for (size_t i = 0; i < codec_nparams(c); i++) {
+            struct codec_param pv = codec_param_at(c, i);
+            const struct codec_param *p = &pv;
             size_t nl = strlen(p->name);
             CHECK(p->value[p->vlen] == '\0');
             bytes += nl + p->vlen + 2;

@@ -20,6 +20,11 @@ def lines_with_location(text, path):
     return out
 
 
+def test_module(name):
+    """A module tests/CMakeLists.txt builds for the loader tests."""
+    return os.path.join(harness.FCGATE_APPS, "tests", "mod_%s.so" % name)
+
+
 class CliTest(harness.TestCase):
     def test_version_exits_0(self):
         r = harness.run_fcgate(["--version"])
@@ -77,6 +82,24 @@ class CliTest(harness.TestCase):
         r = harness.run_fcgate(["-t", "-c", conf])
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn(3, lines_with_location(r.stderr, conf), r.stderr)
+
+    def test_check_syntax_error_is_reported_alone(self):
+        # The file sets no module and no user: checks of those defaults
+        # would only be noise after a syntax error.
+        conf = os.path.join(self.tmp, "syntax.conf")
+        with open(conf, "w") as f:
+            f.write('mode = "sync";\nworkers = 2;\nthreads = ;\n')
+        for argv in (["-t", "-c", conf], ["-c", conf]):
+            with self.subTest(argv=argv):
+                r = harness.run_fcgate(argv)
+                self.assertEqual(r.returncode, 1, r.stderr)
+                lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+                self.assertEqual(list(lines_with_location(r.stderr, conf)), [3], r.stderr)
+                located = [ln for ln in lines if ln.startswith(conf + ":")]
+                self.assertEqual(len(located), 1, r.stderr)
+                self.assertNotRegex(r.stderr, "app module|would run as root", r.stderr)
+                if "-t" not in argv:
+                    self.assertRegex(r.stderr, r"\b1 error in the configuration")
 
     def test_check_missing_file_names_it(self):
         conf = os.path.join(self.tmp, "absent.conf")
@@ -146,6 +169,44 @@ class CliTest(harness.TestCase):
             self.assertTrue(dropped, uids(pid))
         r = harness.fcgi_request(f.listen, "GET", "/hello")
         self.assertEqual(r.http()[2], b"hello\n")
+
+    def check_module(self, module, **overrides):
+        """Runs -t on a config whose app.module (line 2) is module; returns
+        (result, {line: [messages]})."""
+        conf = os.path.join(self.tmp, "mod.conf")
+        lines = ['mode = "%s";' % MODE,
+                 'app = { module = "%s"; database = ""; };' % module]
+        if os.geteuid() == 0:
+            lines.append('user = "root";')
+        for k, v in overrides.items():
+            lines.append("%s = %s;" % (k, v))
+        with open(conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        r = harness.run_fcgate(["-t", "-c", conf])
+        return r, lines_with_location(r.stderr, conf)
+
+    def test_check_loads_module_and_reports_wrong_abi_at_its_line(self):
+        r, errs = self.check_module(test_module("bad_abi"))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(sorted(errs), [2], r.stderr)
+        self.assertRegex(" ".join(errs[2]), r"mod_bad_abi\.so.*ABI %d\.0" % 2)
+
+    def test_check_reports_module_without_fcgate_app_module_at_its_line(self):
+        r, errs = self.check_module(test_module("no_symbol"))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(sorted(errs), [2], r.stderr)
+        self.assertIn("fcgate_app_module", " ".join(errs[2]))
+
+    def test_check_reports_failing_dlopen_at_its_line(self):
+        r, errs = self.check_module(test_module("unresolved"))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(sorted(errs), [2], r.stderr)
+        self.assertIn("no_such_function_anywhere", " ".join(errs[2]))
+
+    def test_check_loads_good_module(self):
+        r, errs = self.check_module(test_module("good"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("configuration ok", r.stdout)
 
     def test_command_line_overrides_config_file(self):
         f = self.fcgate("bench", start=False, workers=1)

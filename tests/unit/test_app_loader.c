@@ -13,7 +13,9 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "app_loader.h"
 
@@ -79,11 +81,49 @@ static void test_app_load_same_module_twice(void **state)
 
     assert_int_equal(app_load(MOD("mod_good"), &a, err, sizeof(err)), 0);
     assert_int_equal(app_load(MOD("mod_good"), &b, err, sizeof(err)), 0);
-    assert_ptr_equal(a.app, b.app); /* dlopen shares one copy */
+    assert_ptr_not_equal(a.app, b.app); /* each load is its own snapshot */
     app_unload(&a);
-    /* b still holds a reference: its record stays mapped. */
+    /* Unloading one leaves the other mapped. */
     assert_string_equal(b.app->name, "good");
     app_unload(&b);
+}
+
+/* Copies src over dst the way `cp` does: same inode, truncated, rewritten. */
+static void cp_in_place(const char *src, const char *dst)
+{
+    char buf[65536];
+    FILE *in = fopen(src, "rb"), *out = fopen(dst, "r+b");
+    assert_non_null(in);
+    assert_non_null(out);
+    assert_int_equal(ftruncate(fileno(out), 0), 0);
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    assert_int_equal(fclose(out), 0);
+}
+
+/* A loaded module keeps the code it loaded when its file is rewritten in
+ * place; the next load sees the new file. */
+static void test_app_load_keeps_its_snapshot_when_file_is_rewritten(void **state)
+{
+    (void)state;
+    struct app_module m;
+    char err[512], path[] = "/tmp/fcgate-test-module-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    cp_in_place(MOD("mod_good"), path);
+    assert_int_equal(app_load(path, &m, err, sizeof(err)), 0);
+    cp_in_place(MOD("mod_not_threadsafe"), path);
+    assert_string_equal(m.app->name, "good");
+    assert_int_equal(m.app->handle(NULL, NULL), -1);
+    struct app_module next;
+    assert_int_equal(app_load(path, &next, err, sizeof(err)), 0);
+    assert_string_equal(next.app->name, "not_threadsafe");
+    app_unload(&next);
+    app_unload(&m);
+    unlink(path);
 }
 
 static void test_app_load_refuses_missing_file(void **state)
@@ -194,6 +234,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_app_load_accepts_good_module),
         cmocka_unit_test(test_app_load_same_module_twice),
+        cmocka_unit_test(test_app_load_keeps_its_snapshot_when_file_is_rewritten),
         cmocka_unit_test(test_app_load_refuses_missing_file),
         cmocka_unit_test(test_app_load_refuses_non_module_file),
         cmocka_unit_test(test_app_load_refuses_unresolved_symbol_at_load),

@@ -593,6 +593,26 @@ static void test_config_string_without_name_uses_placeholder(void **state)
     config_free(&c);
 }
 
+/* A file that did not parse says so: the checks of final values must not
+ * run on the defaults it never reached. A parsed file with bad values does
+ * not. */
+static void test_config_syntax_error_marks_file_unparsed(void **state)
+{
+    struct config c;
+    struct config_errors e = {0};
+
+    (void)state;
+    assert_int_equal(config_defaults(&c), 0);
+    assert_int_equal(config_load_string(&c, "workers = 2;\nthreads = ;\n", NAME, &e), 1);
+    assert_true(e.unparsed);
+    config_errors_free(&e);
+    assert_false(e.unparsed);
+    assert_int_equal(config_load_string(&c, "workers = \"four\";\n", NAME, &e), 1);
+    assert_false(e.unparsed);
+    config_errors_free(&e);
+    config_free(&c);
+}
+
 /* Errors may be counted without being collected. */
 static void test_config_counts_errors_without_list(void **state)
 {
@@ -1411,6 +1431,7 @@ int main(void)
         cmocka_unit_test(test_config_check_reports_unreadable_module),
         cmocka_unit_test(test_config_check_rejects_duplicate_listen),
         cmocka_unit_test(test_config_free_is_idempotent),
+        cmocka_unit_test(test_config_syntax_error_marks_file_unparsed),
     };
 
     return cmocka_run_group_tests_name("config", tests, group_setup, group_teardown);

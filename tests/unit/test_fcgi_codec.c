@@ -252,12 +252,14 @@ static void trace_event(struct trace *t, struct codec *c, const struct codec_eve
         tprintf(t, "BEGIN %u keep=%d\n", ev->id, ev->keep_conn);
         break;
     case CODEC_PARAMS:
-        tprintf(t, "PARAMS %u n=%zu\n", ev->id, c->nparams);
-        for (size_t i = 0; i < c->nparams; i++) {
-            tprintf(t, "  %s=", c->params[i].name);
-            put(&t->text, c->params[i].value, c->params[i].vlen);
+        tprintf(t, "PARAMS %u n=%zu\n", ev->id, codec_nparams(c));
+        for (size_t i = 0; i < codec_nparams(c); i++) {
+            struct codec_param p = codec_param_at(c, i);
+            tprintf(t, "  %s=", p.name);
+            put(&t->text, p.value, p.vlen);
             tprintf(t, "\n");
         }
+        assert_true(codec_params_held(c) <= 3 * codec_params_wire(c));
         break;
     case CODEC_STDIN:
         assert_true(ev->len > 0);
@@ -736,6 +738,68 @@ static void test_codec_serves_request_after_large_params(void **state)
                               "  REQUEST_METHOD=GET\n  REQUEST_URI=/after\n"));
     trace_free(&t);
     free(v);
+    codec_buf_free(&s);
+    codec_buf_free(&nv);
+}
+
+/* The parsed params of the smallest possible pairs (empty name, empty
+ * value: 2 wire bytes each) at the params ceiling cost at most 3x their
+ * wire size; each pair used to cost 24 bytes of index plus copies. */
+static void test_codec_parsed_params_stay_within_3x_wire_size(void **state)
+{
+    (void)state;
+    struct codec_limits lim = test_limits;
+    struct codec_buf s = {0}, nv = {0};
+    struct codec c;
+    struct codec_event ev;
+    size_t used, pos = 0;
+
+    lim.max_params_bytes = 1 << 20;
+    for (size_t i = 0; i < lim.max_params_bytes / 2 - 2; i++)
+        assert_int_equal(codec_put_nv(&nv, "", 0, "", 0), 0);
+    enc_nv(&nv, "A", "");
+    begin(&s, 1, FCGI_RESPONDER, 0);
+    params(&s, 1, &nv, 65535);
+    codec_init(&c, &lim);
+    while (codec_next(&c, s.data + pos, s.len - pos, &used, &ev) != CODEC_PARAMS) {
+        assert_int_not_equal(ev.type, CODEC_ERROR);
+        pos += used;
+    }
+    assert_int_equal(codec_params_wire(&c), nv.len);
+    assert_int_equal(codec_nparams(&c), lim.max_params_bytes / 2 - 1);
+    assert_true(codec_params_held(&c) <= 3 * nv.len);
+    assert_string_equal(codec_param(&c, "A"), "");
+    assert_string_equal(codec_param(&c, ""), "");
+    assert_null(codec_param(&c, "B"));
+    codec_free(&c);
+    codec_buf_free(&s);
+    codec_buf_free(&nv);
+}
+
+/* A NUL inside a name ends it (lookups compare C strings); a NUL inside a
+ * value is kept, with the value's length. */
+static void test_codec_param_with_nul_bytes(void **state)
+{
+    (void)state;
+    struct codec_buf s = {0}, nv = {0};
+    struct codec c;
+    struct codec_event ev;
+    size_t used, pos = 0;
+
+    assert_int_equal(codec_put_nv(&nv, "AB\0CD", 5, "x\0y", 3), 0);
+    assert_int_equal(codec_put_nv(&nv, "E", 1, "z", 1), 0);
+    begin(&s, 1, FCGI_RESPONDER, 0);
+    params(&s, 1, &nv, 65535);
+    codec_init(&c, &test_limits);
+    while (codec_next(&c, s.data + pos, s.len - pos, &used, &ev) != CODEC_PARAMS)
+        pos += used;
+    struct codec_param p = codec_param_at(&c, 0);
+    assert_string_equal(p.name, "AB");
+    assert_int_equal(p.vlen, 3);
+    assert_memory_equal(p.value, "x\0y", 4);
+    assert_string_equal(codec_param(&c, "E"), "z");
+    assert_int_equal(codec_param_at(&c, 1).vlen, 1);
+    codec_free(&c);
     codec_buf_free(&s);
     codec_buf_free(&nv);
 }
@@ -1773,6 +1837,8 @@ int main(void)
         cmocka_unit_test(test_codec_serves_second_request_on_kept_connection),
         cmocka_unit_test(test_codec_serves_request_after_large_params),
         cmocka_unit_test(test_codec_ignores_padding_content),
+        cmocka_unit_test(test_codec_parsed_params_stay_within_3x_wire_size),
+        cmocka_unit_test(test_codec_param_with_nul_bytes),
         cmocka_unit_test(test_codec_answers_get_values_with_limits),
         cmocka_unit_test(test_codec_answers_get_values_mid_request),
         cmocka_unit_test(test_codec_answers_1000_get_values_names_each_once),

@@ -13,7 +13,10 @@
 
 #include "log.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const struct access_fields fields = {
     .remote_addr = "127.0.0.1",
@@ -79,6 +82,50 @@ static void test_log_format_check_rejects_unknown_variables(void **state)
     assert_int_equal(log_access_format_check("plain text", bad, sizeof(bad)), 0);
 }
 
+/* The whole error-log file written by one message. */
+static char *error_log_of(const char *msg)
+{
+    char path[] = "/tmp/fcgate-test-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(log_open(FCGATE_LOG_INFO, path, NULL), 0);
+    log_error("app: GET %s: failed", msg);
+    log_open(FCGATE_LOG_INFO, "-", NULL);
+    static char text[8192];
+    ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
+    assert_true(n > 0);
+    text[n] = '\0';
+    close(fd);
+    unlink(path);
+    return text;
+}
+
+static void test_log_error_line_escapes_control_bytes(void **state)
+{
+    (void)state;
+    char *text = error_log_of("/a\nGET /forged\r\t\x01\x7f");
+    char *nl = strchr(text, '\n');
+    assert_non_null(nl);
+    assert_int_equal(nl[1], '\0'); /* one line, newline kept at its end */
+    assert_non_null(strstr(text, "app: GET /a\\x0aGET /forged\\x0d\\x09\\x01\\x7f: failed\n"));
+}
+
+static void test_log_error_line_cut_keeps_newline_and_whole_escapes(void **state)
+{
+    static char big[6000];
+    (void)state;
+    memset(big, '\n', sizeof(big) - 1);
+    char *text = error_log_of(big);
+    size_t len = strlen(text);
+    assert_true(len <= 4096);
+    assert_int_equal(text[len - 1], '\n');
+    assert_null(memchr(text, '\n', len - 1));
+    /* Cut between escapes, never inside one. */
+    char *last = strrchr(text, '\\');
+    assert_non_null(last);
+    assert_int_equal(text + len - 1 - last, 4);
+}
+
 static void test_log_level_names(void **state)
 {
     (void)state;
@@ -98,6 +145,8 @@ int main(void)
         cmocka_unit_test(test_log_render_cuts_to_fit_and_keeps_newline),
         cmocka_unit_test(test_log_format_check_rejects_unknown_variables),
         cmocka_unit_test(test_log_level_names),
+        cmocka_unit_test(test_log_error_line_escapes_control_bytes),
+        cmocka_unit_test(test_log_error_line_cut_keeps_newline_and_whole_escapes),
     };
     return cmocka_run_group_tests_name("log", tests, NULL, NULL);
 }

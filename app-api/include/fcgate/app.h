@@ -144,7 +144,10 @@ int fcgate_db(fcgate_req *r, int (*fn)(sqlite3 *db, void *arg), void *arg);
 /* A prepared statement for sql on db, from the connection's cache
  * (prepared once, persistent); reset and with cleared bindings. Only
  * inside an fcgate_db / fcgate_host_db callback, on the db it was given;
- * never finalize it. NULL on a prepare error (logged). */
+ * never finalize it. It stays valid until that callback returns, however
+ * many other statements the callback prepares (asking again for the same
+ * sql hands out the same statement, reset). NULL on a prepare error
+ * (logged). */
 sqlite3_stmt *fcgate_stmt(sqlite3 *db, const char *sql);
 
 /* Waits ms milliseconds. FCGATE_OK. */

@@ -115,8 +115,14 @@ static int handle(void *ctx, fcgate_req *r)
         volatile int *p = NULL;
         return *p;
     }
-    if (strcmp(path, "/fail") == 0)
+    /* "/fail/ANYTHING" too: the failure line then carries a path chosen by
+     * the test. */
+    if (strcmp(path, "/fail") == 0 || strncmp(path, "/fail/", 6) == 0)
         return FCGATE_EIO;
+    if (strncmp(path, "/log/", 5) == 0) {
+        fcgate_log(r, FCGATE_LOG_ERROR, "logged for %s", path);
+        return text(r, 200, "logged\n");
+    }
     if (strcmp(path, "/spin") == 0)
         return spin(r);
     if (strcmp(path, "/wait_fd") == 0)
