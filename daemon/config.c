@@ -671,7 +671,7 @@ static const struct key root_keys[] = {
     {"worker_connections", "worker_connections", set_int, OFF(worker_connections), 1, 1000000,
      NULL},
     {"blocking_threads", "blocking_threads", set_int, OFF(blocking_threads), 1, 256, NULL},
-    {"stack_size", "stack_size", set_size, OFF(stack_size), 16384, 67108864, NULL},
+    {"stack_size", "stack_size", set_size, OFF(stack_size), 32768, 67108864, NULL},
     {"timeout", "timeout", set_int, OFF(timeout), 0, 86400, NULL},
     {"graceful_timeout", "graceful_timeout", set_int, OFF(graceful_timeout), 0, 86400, NULL},
     {"io_timeout", "io_timeout", set_int, OFF(io_timeout), 1, 86400, NULL},

@@ -79,6 +79,10 @@ static int send_all(struct conn *c, const void *buf, size_t len)
 
 static int chan_write(struct req_chan *ch, const void *buf, size_t len)
 {
+    int unsent = REQ_UNSENT;
+    if (atomic_load_explicit(&ch->claim, memory_order_relaxed) != REQ_SENT &&
+        !atomic_compare_exchange_strong(&ch->claim, &unsent, REQ_SENT) && unsent == REQ_RESCUED)
+        return -1; /* answered for us: the peer is gone as far as we know */
     return send_all(chan_conn(ch), buf, len);
 }
 
@@ -311,6 +315,39 @@ void conn_close(struct conn *c)
     }
     close(c->fd);
     c->fd = -1;
+}
+
+int conn_rescue(struct conn *c)
+{
+    static const char head[] = "Status: 504 Gateway Timeout\r\nContent-Type: text/plain\r\n"
+                               "Content-Length: 16\r\n\r\ngateway timeout\n";
+    int unsent = REQ_UNSENT;
+    if (!atomic_compare_exchange_strong(&c->ch.claim, &unsent, REQ_RESCUED))
+        return 0;
+    uint16_t id = atomic_load(&c->ch.claim_id);
+    struct codec_buf out = {0};
+    if (codec_put_stdout(&out, id, head, sizeof(head) - 1) == 0 &&
+        codec_put_end(&out, id, 0, FCGI_REQUEST_COMPLETE) == 0) {
+        const uint8_t *p = out.data;
+        size_t left = out.len;
+        /* A moment at most: the socket is otherwise idle. */
+        for (int tries = 0; left > 0 && tries < 100; tries++) {
+            ssize_t n = send(c->fd, p, left, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0) {
+                p += n;
+                left -= (size_t)n;
+            } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                break;
+            } else {
+                struct pollfd pf = {c->fd, POLLOUT, 0};
+                poll(&pf, 1, 10);
+            }
+        }
+    }
+    codec_buf_free(&out);
+    /* Its thread still holds the connection: nothing more goes on it. */
+    shutdown(c->fd, SHUT_RDWR);
+    return 1;
 }
 
 /* No shutdown: it would act on the socket that another process now has. */

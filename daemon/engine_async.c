@@ -159,7 +159,9 @@ static void resume(struct loop *L, struct aconn *a)
     if (a->c.ch.method)
         scoreboard_begin(L->slot, a->c.ch.method, a->c.ch.path);
     uint64_t t0 = monotonic_ms();
+    scoreboard_thread_guard(a->co.map, (char *)a->co.stack_lo);
     coro_switch(&L->main, &a->co);
+    scoreboard_thread_guard(NULL, NULL);
     uint64_t dt = monotonic_ms() - t0;
     scoreboard_idle(L->slot);
     if (dt > BLOCKED_WARN_MS)
@@ -539,7 +541,7 @@ static int loop_init(struct loop *L, struct worker *w)
 {
     memset(L, 0, sizeof(*L));
     L->w = w;
-    L->slot = scoreboard_slot(w->sb, w->index, 0);
+    L->slot = scoreboard_slot(w->sb, w->row, 0);
     L->max_conns = (size_t)w->cfg->worker_connections;
     L->stack_size = w->cfg->stack_size;
     L->have_pwait2 = 1;

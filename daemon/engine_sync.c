@@ -56,6 +56,7 @@ struct handle {
 
 struct bengine {
     struct worker *w;
+    struct bconn **serving; /* each thread's connection (under mu), for a rescue */
     int ep;
     pthread_mutex_t mu; /* the parked list and the handles; never held across a wait */
     struct bconn *parked;
@@ -296,24 +297,59 @@ static void sweep(struct bengine *E)
 
 /* ---- serving ---- */
 
+static size_t thread_of(const struct bengine *E, const struct score_slot *slot)
+{
+    return (size_t)(slot - scoreboard_slot(E->w->sb, E->w->row, 0));
+}
+
+static void set_serving(struct bengine *E, const struct score_slot *slot, struct bconn *b)
+{
+    pthread_mutex_lock(&E->mu);
+    E->serving[thread_of(E, slot)] = b;
+    pthread_mutex_unlock(&E->mu);
+}
+
+static enum conn_result serve_once(struct bengine *E, struct bconn *b, struct score_slot *slot)
+{
+    set_serving(E, slot, b);
+    enum conn_result r = drain_serve(E->w, &b->c, 1);
+    set_serving(E, slot, NULL);
+    return r;
+}
+
 /* Serves b until it is gone (freed) or idle (parked). */
 static void serve(struct bengine *E, struct bconn *b, struct score_slot *slot)
 {
     b->c.ch.slot = slot;
-    while (drain_serve(E->w, &b->c, 1) == CONN_IDLE) {
-        /* A connection just accepted carries its request in microseconds
-         * (nginx writes right after connecting): waiting briefly is
-         * cheaper than parking it and taking it back. */
+    enum conn_result r = serve_once(E, b, slot);
+    /* A connection just accepted carries its request in microseconds
+     * (nginx writes right after connecting): waiting briefly is cheaper
+     * than parking it and taking it back. */
+    if (r == CONN_IDLE && b->c.served == 0 && !b->fresh_waited) {
         struct pollfd p = {b->c.fd, POLLIN, 0};
-        if (b->c.served == 0 && !b->fresh_waited) {
-            b->fresh_waited = 1;
-            if (poll(&p, 1, FRESH_WAIT_MS) > 0)
-                continue;
-        }
-        park(E, b);
-        return;
+        b->fresh_waited = 1;
+        if (poll(&p, 1, FRESH_WAIT_MS) > 0)
+            r = serve_once(E, b, slot);
     }
-    forget(E, b);
+    if (r == CONN_IDLE)
+        park(E, b);
+    else
+        forget(E, b);
+}
+
+/* The supervisor retired this worker for a thread's request over
+ * timeout: another thread answers it 504 if it still can. */
+static void rescue(struct bengine *E)
+{
+    size_t n = E->w->engine->slots(E->w->cfg);
+    pthread_mutex_lock(&E->mu);
+    for (size_t t = 0; t < n; t++) {
+        struct score_slot *s = scoreboard_slot(E->w->sb, E->w->row, t);
+        struct bconn *b = E->serving[t];
+        if (b && atomic_load(&s->cancel) && conn_rescue(&b->c))
+            log_error("%s over timeout: answered 504 for it", s->path);
+    }
+    pthread_mutex_unlock(&E->mu);
 }
 
 /* New connections from intake source src, served: a few per wake-up, so
@@ -356,6 +392,7 @@ static void stop_intake(void *e)
 static void release_idle(void *e)
 {
     struct bengine *E = e;
+    rescue(E);
     pthread_mutex_lock(&E->mu);
     for (struct bconn *b = E->parked, *next; b; b = next) {
         next = b->next;
@@ -420,8 +457,14 @@ static int engine_init(struct bengine *E, struct worker *w)
     epoll_data_t tags[CONFIG_MAX_LISTEN + 1];
     memset(E, 0, sizeof(*E));
     E->w = w;
+    E->ep = -1;
     E->free_handle = NO_HANDLE;
     pthread_mutex_init(&E->mu, NULL);
+    E->serving = calloc(w->engine->slots(w->cfg), sizeof(*E->serving));
+    if (!E->serving) {
+        log_error("out of memory");
+        return -1;
+    }
     E->ep = epoll_create1(EPOLL_CLOEXEC);
     if (E->ep < 0) {
         log_error("epoll: %s", strerror(errno));
@@ -442,6 +485,7 @@ static void engine_fini(struct bengine *E)
     while (E->parked)
         let_go(E, E->parked, 0);
     free(E->handles);
+    free(E->serving);
     if (E->ep >= 0)
         close(E->ep);
     pthread_mutex_destroy(&E->mu);
@@ -473,7 +517,7 @@ static void run_threads(struct bengine *E, size_t n)
         goto out;
     }
     for (size_t t = 0; t < n; t++)
-        args[t] = (struct thread_arg){E, scoreboard_slot(w->sb, w->index, t)};
+        args[t] = (struct thread_arg){E, scoreboard_slot(w->sb, w->row, t)};
     for (; started < n; started++) {
         int rc = pthread_create(&tids[started], NULL, thread_main, &args[started]);
         if (rc != 0) {
@@ -534,6 +578,7 @@ const struct engine engine_threads = {
     .name = "threads",
     .unit = "threads",
     .beater = "serving thread",
+    .retire_on_timeout = 1,
     .threadsafe = 1,
     .slots = thread_slots,
     .concurrency = thread_requests,

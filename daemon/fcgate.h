@@ -41,7 +41,8 @@ struct score_slot {
     _Atomic uint64_t start_ms;     /* CLOCK_MONOTONIC ms of the current request, 0: idle */
     _Atomic uint64_t heartbeat_ms; /* the thread was last seen alive, idle or busy */
     _Atomic int crashed;           /* set by the fatal-signal handler of its thread */
-    char method[12];               /* of the current request; racy reads are tolerated */
+    _Atomic int cancel; /* the supervisor gave up on its request: answer it 504 if still can */
+    char method[12];    /* of the current request; racy reads are tolerated */
     char path[116];
 };
 
@@ -64,8 +65,13 @@ void scoreboard_beat(struct score_slot *s);
  * the supervisor blames the right request. */
 void scoreboard_thread_enter(struct score_slot *slot);
 void scoreboard_thread_leave(void);
-/* From a fatal-signal handler: marks the calling thread's slot. */
-void scoreboard_thread_crashed(void);
+/* The guard page of the coroutine stack the thread runs on now (async),
+ * NULL between coroutines: a fault there is a stack overflow. */
+void scoreboard_thread_guard(const void *lo, const void *hi);
+/* From a fatal-signal handler: marks the calling thread's slot,
+ * SLOT_OVERFLOWED when the faulting address is in the guard page. */
+void scoreboard_thread_crashed(const void *fault_addr);
+enum { SLOT_CRASHED = 1, SLOT_OVERFLOWED = 2 };
 uint64_t monotonic_ms(void);
 uint64_t monotonic_us(void);
 
@@ -109,7 +115,14 @@ struct req_chan {
     char what[128];            /* "METHOD /path" of the last request started */
     uint64_t start_ms;         /* when the running request started */
     int cancelled;             /* over `timeout` (async): its waits fail */
+    /* Who may write the running request's response: REQ_NONE between
+     * requests; REQ_UNSENT until its first byte goes out; then REQ_SENT
+     * (the handler's thread), or REQ_RESCUED (another thread answered
+     * for a handler that overran, conn_rescue). */
+    atomic_int claim;
+    _Atomic uint16_t claim_id; /* the running request's id, for a rescue */
 };
+enum { REQ_NONE, REQ_UNSENT, REQ_SENT, REQ_RESCUED };
 
 struct request_body {
     struct codec_buf buf;
@@ -183,6 +196,10 @@ void conn_close(struct conn *c);
 /* Closes this process's descriptor only (the socket lives on elsewhere:
  * handed over) and frees c's buffers. */
 void conn_detach(struct conn *c);
+/* From another thread than the one serving c: answers c's running
+ * request 504 and shuts the socket down, if nothing of its response went
+ * out yet (the handler's later writes then fail). 1 if it did. */
+int conn_rescue(struct conn *c);
 
 /* intake.c: new connections, from the listen sockets and from the
  * hand-over pair, for every engine. Sources are numbered: 0..nlisten-1
@@ -248,6 +265,7 @@ struct worker {
     const int *listen_fds;
     size_t nlisten;
     size_t index; /* worker number, 0-based */
+    size_t row;   /* its slots in the scoreboard */
     struct scoreboard *sb;
     unsigned generation;
     long max_requests;             /* 0: unlimited; this worker's share with jitter */
@@ -268,7 +286,10 @@ struct engine {
     const char *name;
     const char *unit;   /* what concurrency counts, for logs */
     const char *beater; /* what beats in a worker, for logs */
-    int threadsafe;     /* the module must declare FCGATE_APP_THREADSAFE */
+    /* A request over timeout retires its worker (the other threads'
+     * requests finish) instead of killing it at once. */
+    int retire_on_timeout;
+    int threadsafe; /* the module must declare FCGATE_APP_THREADSAFE */
     /* Scoreboard slots per worker (serving threads). */
     size_t (*slots)(const struct config *cfg);
     /* Requests one worker serves at once. */
@@ -315,9 +336,10 @@ enum overdue {
     OVERDUE_REQUEST, /* a request runs past timeout */
     OVERDUE_SILENT,  /* a thread has not beaten past timeout, outside a request */
 };
-/* A worker not ready age_ms after its fork is stuck booting (stopped, or
- * an init that hangs): timeout plus a generous slack. */
-int policy_boot_overdue(uint64_t age_ms, int timeout_s);
+/* A worker forked at started_ms and still not ready at now is stuck
+ * booting (stopped, or an init that hangs): timeout plus a generous
+ * slack. (A worker forked after now was read is not.) */
+int policy_boot_overdue(uint64_t started_ms, uint64_t now, int timeout_s);
 /* Whether a ready worker's slots show it stuck; *which is the slot. */
 enum overdue policy_overdue(const struct score_slot *slots, size_t n, uint64_t now, int timeout_s,
                             size_t *which);

@@ -60,9 +60,10 @@ long policy_blame(const struct score_slot *slots, size_t n, size_t timed_out)
     return busy;
 }
 
-int policy_boot_overdue(uint64_t age_ms, int timeout_s)
+int policy_boot_overdue(uint64_t started_ms, uint64_t now, int timeout_s)
 {
-    return timeout_s > 0 && age_ms > (uint64_t)timeout_s * 1000u + BOOT_SLACK_MS;
+    return timeout_s > 0 && now > started_ms &&
+           now - started_ms > (uint64_t)timeout_s * 1000u + BOOT_SLACK_MS;
 }
 
 /* A request past timeout, or a thread silent past it while not in a

@@ -500,6 +500,8 @@ enum req_result request_run(struct req_chan *ch, uint16_t id, struct request_bod
     ch->path = r.path;
     ch->start_ms = t0_us / 1000u;
     ch->cancelled = 0;
+    atomic_store(&ch->claim_id, id);
+    atomic_store(&ch->claim, REQ_UNSENT);
     snprintf(ch->what, sizeof(ch->what), "%s %s", r.method, r.path);
     if (ch->slot) {
         scoreboard_begin(ch->slot, r.method, r.path);
@@ -539,6 +541,8 @@ enum req_result request_run(struct req_chan *ch, uint16_t id, struct request_bod
     codec_buf_free(&r.out);
     ch->method = ch->path = NULL;
     ch->cancelled = 0;
+    if (atomic_exchange(&ch->claim, REQ_NONE) == REQ_RESCUED)
+        r.gone = 1;
     free(r.path_buf);
     return r.gone ? REQ_PEER_GONE : REQ_ANSWERED;
 }

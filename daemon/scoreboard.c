@@ -80,6 +80,13 @@ void scoreboard_beat(struct score_slot *s)
 
 static _Thread_local struct score_slot *thread_slot;
 static _Thread_local void *thread_altstack;
+static _Thread_local const char *guard_lo, *guard_hi;
+
+void scoreboard_thread_guard(const void *lo, const void *hi)
+{
+    guard_lo = lo;
+    guard_hi = hi;
+}
 
 void scoreboard_thread_enter(struct score_slot *slot)
 {
@@ -102,8 +109,10 @@ void scoreboard_thread_leave(void)
     thread_slot = NULL;
 }
 
-void scoreboard_thread_crashed(void)
+void scoreboard_thread_crashed(const void *fault_addr)
 {
+    const char *a = fault_addr;
     if (thread_slot)
-        atomic_store(&thread_slot->crashed, 1);
+        atomic_store(&thread_slot->crashed,
+                     a && a >= guard_lo && a < guard_hi ? SLOT_OVERFLOWED : SLOT_CRASHED);
 }

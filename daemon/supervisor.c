@@ -53,7 +53,9 @@ struct generation {
 struct proc {
     pid_t pid;
     struct generation *gen;
-    size_t index;
+    size_t index; /* worker number in its generation */
+    size_t row;   /* its slots in the generation's scoreboard */
+    int detached; /* retired for a request over timeout: its index is another's */
     uint64_t started_ms;
     uint64_t term_ms;  /* TERM sent (graceful): kill after graceful_timeout */
     uint64_t abort_ms; /* SIGABRT sent (timeout): SIGKILL after ABORT_GRACE_MS */
@@ -153,9 +155,23 @@ static struct proc *proc_by_pid(pid_t pid)
 static int index_taken(const struct generation *g, size_t index)
 {
     for (size_t i = 0; i < S.nprocs; i++)
-        if (S.procs[i].gen == g && S.procs[i].index == index)
+        if (S.procs[i].gen == g && S.procs[i].index == index && !S.procs[i].detached)
             return 1;
     return 0;
+}
+
+/* A scoreboard row no live worker of g writes: a worker retired for a
+ * timeout keeps writing its own while its replacement starts. */
+static size_t free_row(const struct generation *g)
+{
+    for (size_t row = 0; row < MAX_WORKERS; row++) {
+        size_t i = 0;
+        while (i < S.nprocs && !(S.procs[i].gen == g && S.procs[i].row == row))
+            i++;
+        if (i == S.nprocs)
+            return row;
+    }
+    return SIZE_MAX;
 }
 
 static void signal_gen(const struct generation *g, int sig, uint64_t now)
@@ -172,14 +188,16 @@ static void signal_gen(const struct generation *g, int sig, uint64_t now)
 
 static int spawn(struct generation *g, size_t index)
 {
-    if (S.nprocs == sizeof(S.procs) / sizeof(S.procs[0]))
+    size_t row = free_row(g);
+    if (S.nprocs == sizeof(S.procs) / sizeof(S.procs[0]) || row == SIZE_MAX)
         return -1;
     const struct config *cfg = &g->cfg;
     long max = cfg->max_requests;
     if (max > 0 && cfg->max_requests_jitter > 0)
         max += random() % (cfg->max_requests_jitter + 1);
     for (size_t t = 0; t < g->sb.per_worker; t++) {
-        struct score_slot *s = scoreboard_slot(&g->sb, index, t);
+        struct score_slot *s = scoreboard_slot(&g->sb, row, t);
+        atomic_store(&s->cancel, 0);
         atomic_store(&s->pid, 0);
         atomic_store(&s->start_ms, 0);
         atomic_store(&s->crashed, 0);
@@ -197,6 +215,7 @@ static int spawn(struct generation *g, size_t index)
             .listen_fds = S.listen_fds,
             .nlisten = S.nlisten,
             .index = index,
+            .row = row,
             .sb = &g->sb,
             .max_requests = max,
             .generation = g->id,
@@ -209,6 +228,7 @@ static int spawn(struct generation *g, size_t index)
     p->pid = pid;
     p->gen = g;
     p->index = index;
+    p->row = row;
     p->started_ms = monotonic_ms();
     log_debug("worker %zu started, pid %d (generation %u)", index, (int)pid, g->id);
     return 0;
@@ -242,7 +262,7 @@ static void stop_all(enum state how, int code, uint64_t now);
 /* The request a dead worker was running when it died, or NULL. */
 static const struct score_slot *blame(const struct generation *g, const struct proc *p)
 {
-    const struct score_slot *slots = scoreboard_slot(&g->sb, p->index, 0);
+    const struct score_slot *slots = scoreboard_slot(&g->sb, p->row, 0);
     long t = policy_blame(slots, g->sb.per_worker, p->timed_out);
     return t < 0 ? NULL : &slots[t];
 }
@@ -280,7 +300,11 @@ static void on_exit_proc(struct proc *p, int status, uint64_t now)
     *p = S.procs[--S.nprocs];
     describe_exit(status, how, sizeof(how));
     if (S.state != RUNNING || dead.term_ms || g != S.cur) {
-        if (!clean)
+        const struct score_slot *s = dead.timed_out ? blame(g, &dead) : NULL;
+        if (s)
+            log_error("worker %zu (pid %d) %s, still serving %s %s", dead.index, (int)dead.pid, how,
+                      s->method, s->path);
+        else if (!clean)
             log_info("worker %zu (pid %d) %s", dead.index, (int)dead.pid, how);
         return;
     }
@@ -306,7 +330,11 @@ static void on_exit_proc(struct proc *p, int status, uint64_t now)
         log_info("worker %zu (pid %d) exited; replacing it", dead.index, (int)dead.pid);
     } else {
         const struct score_slot *s = blame(g, &dead);
-        if (s)
+        if (s && atomic_load(&s->crashed) == SLOT_OVERFLOWED)
+            log_error("worker %zu (pid %d) %s: stack overflow (stack_size %zu bytes) while "
+                      "serving %s %s; respawning",
+                      dead.index, (int)dead.pid, how, g->cfg.stack_size, s->method, s->path);
+        else if (s)
             log_error("worker %zu (pid %d) %s while serving %s %s; respawning", dead.index,
                       (int)dead.pid, how, s->method, s->path);
         else
@@ -338,7 +366,7 @@ static void check_ready(void)
         struct proc *p = &S.procs[i];
         if (p->ready)
             continue;
-        struct score_slot *s = scoreboard_slot(&p->gen->sb, p->index, 0);
+        struct score_slot *s = scoreboard_slot(&p->gen->sb, p->row, 0);
         if (atomic_load(&s->pid) == p->pid) {
             p->ready = 1;
             p->gen->ever_ready = 1;
@@ -351,7 +379,7 @@ static size_t ready_count(const struct generation *g)
 {
     size_t n = 0;
     for (size_t i = 0; i < S.nprocs; i++)
-        n += S.procs[i].gen == g && S.procs[i].ready;
+        n += S.procs[i].gen == g && S.procs[i].ready && !S.procs[i].detached;
     return n;
 }
 
@@ -414,6 +442,41 @@ static void reload(uint64_t now)
     spawn_missing(now);
 }
 
+/* SIGSTOPped (state T): none of its threads can finish anything. */
+static int stopped(pid_t pid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    const char *end = strrchr(buf, ')'); /* the name may hold anything */
+    return end && (end[2] == 'T' || end[2] == 't');
+}
+
+/* Its other threads' requests did nothing wrong (uWSGI's harakiri kills
+ * them too): the worker stops taking requests and hands its idle
+ * connections over, a replacement takes its place at once, and the
+ * stuck request is answered 504 by another of its threads if nothing of
+ * its response went out. graceful_timeout later, it is killed. */
+static void retire_for_timeout(struct proc *p, struct score_slot *s, uint64_t now)
+{
+    const struct config *cfg = &p->gen->cfg;
+    log_error("worker %zu (pid %d): %s %s running for %.1f s, over timeout %d s; retiring the "
+              "worker (its other requests finish within graceful_timeout %d s)",
+              p->index, (int)p->pid, s->method, s->path,
+              (double)(now - atomic_load(&s->start_ms)) / 1e3, cfg->timeout, cfg->graceful_timeout);
+    atomic_store(&s->cancel, 1);
+    p->detached = 1;
+    p->term_ms = now;
+    kill(p->pid, SIGTERM);
+}
+
 /* A ready worker with a request past `timeout` or a thread silent past
  * it gets SIGABRT (its crash handler marks the slot; a core shows where),
  * then SIGKILL; one still draining past graceful_timeout gets SIGKILL. */
@@ -437,7 +500,7 @@ static void check_timeouts(uint64_t now)
             continue;
         }
         if (!p->ready) {
-            if (policy_boot_overdue(now - p->started_ms, cfg->timeout)) {
+            if (policy_boot_overdue(p->started_ms, now, cfg->timeout)) {
                 log_error("worker %zu (pid %d) not ready %.1f s after it started; killing it",
                           p->index, (int)p->pid, (double)(now - p->started_ms) / 1e3);
                 kill(p->pid, SIGKILL);
@@ -445,17 +508,22 @@ static void check_timeouts(uint64_t now)
             }
             continue;
         }
-        const struct score_slot *slots = scoreboard_slot(&p->gen->sb, p->index, 0);
+        struct score_slot *slots = scoreboard_slot(&p->gen->sb, p->row, 0);
         size_t t = 0;
         switch (policy_overdue(slots, p->gen->sb.per_worker, now, cfg->timeout, &t)) {
         case OVERDUE_NONE:
             continue;
         case OVERDUE_REQUEST:
+            p->timed_out = t + 1;
+            if (engine_for(cfg->mode)->retire_on_timeout && free_row(p->gen) != SIZE_MAX &&
+                !stopped(p->pid)) {
+                retire_for_timeout(p, &slots[t], now);
+                continue;
+            }
             log_error("worker %zu (pid %d): %s %s running for %.1f s, over timeout %d s; "
                       "killing the worker",
                       p->index, (int)p->pid, slots[t].method, slots[t].path,
                       (double)(now - atomic_load(&slots[t].start_ms)) / 1e3, cfg->timeout);
-            p->timed_out = t + 1;
             break;
         case OVERDUE_SILENT:
             log_error("worker %zu (pid %d): %s silent for %.1f s, over timeout %d s; killing "
@@ -489,12 +557,9 @@ static void announce(uint64_t now)
     }
     if (now >= S.next_status_ms) {
         unsigned long long served = 0, active = 0;
-        for (size_t i = 0; i < (size_t)g->cfg.workers; i++) {
-            for (size_t t = 0; t < g->sb.per_worker; t++) {
-                const struct score_slot *s = scoreboard_slot(&g->sb, i, t);
-                served += atomic_load(&s->requests);
-                active += atomic_load(&s->active);
-            }
+        for (size_t i = 0; i < g->sb.nslots; i++) {
+            served += atomic_load(&g->sb.slots[i].requests);
+            active += atomic_load(&g->sb.slots[i].active);
         }
         systemd_notify("STATUS=%zu of %d workers ready (%s mode), %llu requests in progress, "
                        "%llu served",
@@ -566,7 +631,7 @@ static void on_signal(int sig, uint64_t now)
         if (S.cur->cfg.workers > 1) {
             size_t gone = (size_t)--S.cur->cfg.workers;
             for (size_t i = 0; i < S.nprocs; i++)
-                if (S.procs[i].gen == S.cur && S.procs[i].index == gone) {
+                if (S.procs[i].gen == S.cur && S.procs[i].index == gone && !S.procs[i].detached) {
                     kill(S.procs[i].pid, SIGTERM);
                     S.procs[i].term_ms = now;
                 }

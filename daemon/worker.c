@@ -25,9 +25,10 @@ static pid_t supervisor; /* our parent at fork */
 
 /* Marks the slot, then lets the signal take the process: SA_RESETHAND
  * restored the default action, SA_NODEFER lets the re-raise through. */
-static void on_crash(int sig)
+static void on_crash(int sig, siginfo_t *si, void *uc)
 {
-    scoreboard_thread_crashed();
+    (void)uc;
+    scoreboard_thread_crashed(sig == SIGSEGV || sig == SIGBUS ? si->si_addr : NULL);
     raise(sig);
 }
 
@@ -72,8 +73,9 @@ static void worker_signals(void)
     sigaction(SIGINT, &sa, NULL); /* fast stop: the default, terminate */
     sigaction(SIGQUIT, &sa, NULL);
     sigaction(SIGCHLD, &sa, NULL);
-    sa.sa_handler = on_crash;
-    sa.sa_flags = SA_ONSTACK | SA_RESETHAND | SA_NODEFER;
+    sa.sa_handler = NULL;
+    sa.sa_sigaction = on_crash;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESETHAND | SA_NODEFER;
     int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
     for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
         sigaction(fatal[i], &sa, NULL);
@@ -193,7 +195,7 @@ void worker_main(struct worker *w)
     db_configure(w->cfg->app_database);
     load_app(w);
     for (size_t t = 0; t < w->sb->per_worker; t++) {
-        struct score_slot *s = scoreboard_slot(w->sb, w->index, t);
+        struct score_slot *s = scoreboard_slot(w->sb, w->row, t);
         atomic_store(&s->generation, w->generation);
         atomic_store(&s->pid, getpid()); /* last: "ready" */
     }

@@ -114,6 +114,64 @@ class HardeningTest(harness.TestCase):
             "an orphaned worker with a hung request never exits")
         self.assertLess(time.monotonic() - t0, 6)
 
+    @unittest.skipUnless(harness.MODE == "threads", "threads mode retires; the others kill or cancel")
+    def test_request_over_timeout_retires_its_worker_and_spares_its_siblings(self):
+        fc = self.fcgate("probe", workers=1, threads=4, timeout=1, graceful_timeout=6)
+        first = fc.wait_workers(1)
+        results = {}
+
+        def get(name, path):
+            results[name] = harness.fcgi_request(fc.listen, "GET", path, timeout=20)
+        stuck = threading.Thread(target=get, args=("stuck", "/block?ms=30000"), daemon=True)
+        stuck.start()
+        time.sleep(0.3)
+        healthy = [threading.Thread(target=get, args=("ok%d" % i, "/sleep?ms=2500"), daemon=True)
+                   for i in range(3)]
+        for t in healthy:
+            t.start()
+        for t in healthy + [stuck]:
+            t.join(15)
+        for i in range(3):
+            self.assertIn("ok%d" % i, results, "a healthy sibling got no answer")
+            self.assertIsNotNone(results["ok%d" % i].end, "a healthy sibling was cut off")
+            self.assertEqual(results["ok%d" % i].http()[2], b"ok\n")
+        self.assertIn("stuck", results, "the stuck request's client got no answer")
+        self.assertIsNotNone(results["stuck"].end, "the stuck request was cut off")
+        self.assertEqual(results["stuck"].http()[:1], (504,))
+        self.assertIsNotNone(fc.wait_log(r"GET /block running for \d+\.\d s, over timeout 1 s; "
+                                         r"retiring the worker"))
+        # A replacement serves meanwhile; the retired worker is killed once
+        # graceful_timeout is up, blamed on the stuck request.
+        self.assertEqual(harness.fcgi_request(fc.listen, "GET", "/hello").http()[2], b"hello\n")
+        self.assertIsNotNone(fc.wait_log(r"\(pid %d\) killed by signal 9 .*still serving GET "
+                                         r"/block" % first[0], 10))
+        self.assertEqual(len(fc.wait_workers(1, exclude=first)), 1)
+
+    def test_smallest_stack_size_serves_every_example_endpoint(self):
+        # Below the floor is refused; at it, every endpoint of both example
+        # apps answers (async runs them on coroutine stacks of that size).
+        low = self.fcgate("bench", start=False, stack_size=16384)
+        r = harness.run_fcgate(["-t", "-c", low.conf_path])
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("'stack_size' must be between 32768 and 67108864", r.stdout + r.stderr)
+        bench = self.fcgate("bench", name="bench", workers=1, stack_size=32768)
+        for path, status in [("/hello", 200), ("/item?id=7", 200), ("/sleep?ms=1", 200),
+                             ("/cpu", 200), ("/nope", 404)]:
+            self.assertEqual(harness.fcgi_request(bench.listen, "GET", path).http()[0], status,
+                             path)
+        notes = self.fcgate("notes", name="notes", workers=1, stack_size=32768)
+        ctype = {"CONTENT_TYPE": "application/json"}
+        big = b'{"text": "' + b"x" * 20000 + b'\\u00e9"}'
+        for method, path, body, status in [
+                ("POST", "/notes", big, 201), ("POST", "/notes", b'{"text": "a"}', 201),
+                ("GET", "/notes?limit=50", b"", 200), ("GET", "/notes/1", b"", 200),
+                ("PUT", "/notes/1", b'{"text": "b"}', 200), ("DELETE", "/notes/2", b"", 204),
+                ("POST", "/notes", b"{bad", 400), ("PATCH", "/notes/1", b"", 405)]:
+            resp = harness.fcgi_request(notes.listen, method, path, body=body, params=ctype)
+            self.assertEqual(resp.http()[0], status, (method, path))
+        self.assertEqual(len(bench.worker_pids()) + len(notes.worker_pids()), 2)
+        self.assertNotIn("signal", bench.log() + notes.log())
+
 
 if __name__ == "__main__":
     harness.main()

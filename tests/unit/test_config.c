@@ -418,7 +418,7 @@ static void test_config_rejects_out_of_range_integers(void **state)
          NAME ":1: 'worker_connections' must be between 1 and 1000000, not 1000001"},
         {"blocking_threads = 0;", NAME ":1: 'blocking_threads' must be between 1 and 256, not 0"},
         {"stack_size = 4096;",
-         NAME ":1: 'stack_size' must be between 16384 and 67108864, not 4096"},
+         NAME ":1: 'stack_size' must be between 32768 and 67108864, not 4096"},
         {"blocking_threads = 257;",
          NAME ":1: 'blocking_threads' must be between 1 and 256, not 257"},
         {"timeout = -1;", NAME ":1: 'timeout' must be between 0 and 86400, not -1"},

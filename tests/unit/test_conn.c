@@ -223,6 +223,7 @@ static void test_conn_body_over_limit_reaches_the_app_as_etoobig(void **state)
     /* The peer writes while the connection reads: a child process. */
     pid_t pid = fork();
     if (pid == 0) {
+        close(p.c.fd); /* the parent's end is the parent's alone */
         send_bytes(p.peer, &in);
         _exit(0);
     }
@@ -269,6 +270,7 @@ static void test_conn_peer_not_reading_closes_after_io_timeout(void **state)
         codec_put_record(&in, FCGI_GET_VALUES, 0, nv, sizeof(nv));
     pid_t pid = fork();
     if (pid == 0) {
+        close(p.c.fd); /* the parent's end is the parent's alone */
         (void)!write(p.peer, in.data, in.len);
         _exit(0);
     }

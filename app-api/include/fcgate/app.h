@@ -14,7 +14,12 @@
  *   async    many requests per process on one event-loop thread, each in
  *            its own coroutine: fcgate_db, fcgate_sleep and fcgate_wait_fd
  *            yield instead of blocking, so a handler must wait only
- *            through them.
+ *            through them. A coroutine's stack is stack_size bytes
+ *            (default 256 KiB, at least 32 KiB); fcgate's own frames
+ *            take under 8 KiB of it, so a handler always has at least
+ *            24 KiB: keep larger buffers on the heap. Overflowing it
+ *            kills the worker, logged as a stack overflow with the
+ *            request and stack_size.
  *
  * Conventions: functions return FCGATE_OK (0) or a negative FCGATE_E*
  * status, described by fcgate_strerror(). Strings handed out are borrowed:
