@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * app_loader.c - dlopen an application module and check that it speaks
  * this daemon's ABI before anything in it runs.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * app_loader.h - loading an application module and checking its ABI.
  */

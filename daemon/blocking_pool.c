@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * blocking_pool.c - the async worker's threads for work that blocks.
  *

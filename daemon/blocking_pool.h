@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * blocking_pool.h - threads that run blocking work for an event loop.
  */

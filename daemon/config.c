@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * config.c - embedded defaults, the libconfig file, command-line overrides
  * and validation, copied into the plain struct config.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * config.h - fcgate's configuration: embedded defaults, the libconfig file,
  * command-line overrides, validation.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * conn.c - one FastCGI connection: bytes from the socket through the
  * codec to requests, responses back.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * db.c - sqlite connections for the app: one per thread, never shared.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * drain.c - a worker's requests counted, and how it stops, decided in one
  * place for every engine (nginx's worker cycle does the same for its

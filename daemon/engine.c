@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * engine.c - the modes, chosen once from a table (nginx's event modules
  * and gunicorn's worker classes work the same way): nothing else in the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * engine_async.c - one event-loop thread per worker; every connection runs
  * in its own coroutine.

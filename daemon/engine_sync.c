@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * engine_sync.c - blocking I/O: each serving thread takes one connection
  * at a time. sync mode is one such thread per worker, threads mode

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fcgate.h - the daemon's private interfaces, one banner per file.
  *

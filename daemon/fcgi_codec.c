@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fcgi_codec.c - the FastCGI record and request state machines.
  *

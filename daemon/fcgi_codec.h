@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fcgi_codec.h - a pure FastCGI codec for the responder role.
  *

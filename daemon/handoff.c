@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * handoff.c - passing idle connections between workers (see handoff.h).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * handoff.h - idle FastCGI connections passed from a retiring worker to a
  * serving one, so that a reload never closes a connection nginx keeps

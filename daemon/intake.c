@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * intake.c - where a worker's connections come from: the listen sockets
  * it shares with every other worker, and the hand-over pair through which

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * listen.c - listen addresses: parsing (pure, no DNS) and opening sockets.
  *

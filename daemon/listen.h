@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * listen.h - listen addresses: parsing (pure) and opening sockets.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * policy.c - the supervisor's decisions as functions of what it knows:
  * when to respawn after a failure, what to do when workers cannot boot,

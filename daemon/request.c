@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * request.c - one request as the app sees it: the fcgate_* API.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * scoreboard.c - per-thread request state in shared memory.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * supervisor.c - the master process: listen sockets, the worker pool,
  * signals, reloads. Single-threaded; never loads the app; never serves.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * systemd.c - the two systemd protocols fcgate speaks, without libsystemd:
  * readiness notification (sd_notify: a datagram to $NOTIFY_SOCKET) and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * systemd.h - sd_notify and socket activation, spoken directly.
  */

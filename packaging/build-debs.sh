@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # packaging/build-debs.sh [OUTDIR] - build fcgate's Debian binary packages
 # (fcgate, fcgate-dev, fcgate-examples, and their -dbgsym) from this tree.
 #

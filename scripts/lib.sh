@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # scripts/lib.sh - shared by run.sh and test.sh. Sourced, not executed.
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

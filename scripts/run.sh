@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # scripts/run.sh - build fcgate and serve the notes example app behind
 # nginx on http://127.0.0.1:8080 until Ctrl-C; then stop both.
 set -euo pipefail

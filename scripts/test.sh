@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # scripts/test.sh - install what is missing, build, and run every test:
 #   build/       unit + integration tests (sync, threads and async modes)
 #   build-asan/  the same under AddressSanitizer + UndefinedBehaviorSanitizer

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # fcgate-conf.sh IN OUT - the packaged /etc/fcgate/fcgate.conf: the
 # documented conf/fcgate.conf with the Debian settings switched on. Fails
 # if conf/fcgate.conf no longer has a line this script edits, so the two

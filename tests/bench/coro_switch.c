@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * coro_switch - cost of one coroutine context switch (daemon/coro.c),
  * next to ucontext's swapcontext for comparison.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # tests/bench/direct.sh - FastCGI servers loaded directly, no nginx in the
 # way: fcgi_load talks to each target's socket, so the numbers are the
 # server's alone, and its CPU per request can be set against the floor of

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """tests/bench/direct_report.py DIRECT_TSV - the direct run's table.
 
 Reads what tests/bench/direct.sh wrote (one row per round x target x

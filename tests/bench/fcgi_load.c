@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fcgi_load - a FastCGI load generator that talks to the application server
  * itself, with no web server in between, so that what it measures is the

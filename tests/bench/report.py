@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """tests/bench/report.py OUT_DIR DOCS_DIR - writes DOCS_DIR/BENCHMARKS.md.
 
 Reads what tests/bench/run.sh left in OUT_DIR: the harness results

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # tests/bench/run.sh - fcgate's benchmark, in one command:
 #
 #   1. installs what is missing (apt-get) and builds fcgate in Release

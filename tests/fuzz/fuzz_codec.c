@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fuzz_codec.c - libFuzzer target for the FastCGI codec.
  *

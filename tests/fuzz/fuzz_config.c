@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fuzz_config.c - libFuzzer target for config.c: arbitrary text through
  * config_load_string over the defaults, one command-line override and

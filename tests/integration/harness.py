@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """Integration-test harness: a real fcgate, a real nginx, a raw FastCGI client.
 
 Python 3 standard library only. Environment (set by tests/CMakeLists.txt):

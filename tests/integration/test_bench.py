@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """The bench example app through nginx: the four benchmark workloads answer
 exactly what the peers' implementations answer (../shared/peers); and the
 direct load client, tests/bench/fcgi_load, against it."""

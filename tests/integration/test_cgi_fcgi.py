@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """libfcgi's cgi-fcgi (package libfcgi-bin) as an independent FastCGI
 client: fcgate must serve a peer whose framing it did not write."""
 

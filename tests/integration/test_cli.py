@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """The command line: --version, --help, -t, overrides without a config file,
 TCP listeners, and a module that cannot start."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """The error log stays one line per message whatever a request carries:
 control bytes from a percent-decoded path are escaped, never written raw."""
 

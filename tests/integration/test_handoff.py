@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """Idle kept-alive connections survive every way a worker retires.
 
 With nginx's upstream keepalive (fastcgi_keep_conn on), a worker that

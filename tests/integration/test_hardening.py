@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """Hazards a hostile review found, each in every mode: running out of
 descriptors, a handler that fails after its response started, a dead
 supervisor."""

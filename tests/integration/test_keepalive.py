@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """nginx upstream keep-alive (fastcgi_keep_conn on, keepalive N = workers,
 the shipped variant of nginx/fcgate.conf): many requests travel over a few
 reused FastCGI connections and every answer is right."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """The supervisor's lifecycle under load (issue 4): reloads, upgrades,
 recycling, hung and crashing workers, log rotation, pool resizing.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """What each worker mode is for, shown: async overlaps waiting requests,
 threads run CPU work in parallel, a coroutine's stack overflow costs one
 worker, waiting calls yield, idle kept-alive connections never hold the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """Replacing the module file in place (`cp new.so app.so`: the same inode,
 truncated and rewritten) while workers serve: they keep the code they
 loaded, and a reload picks up the new file."""

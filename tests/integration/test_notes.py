@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """The notes example app through nginx: its whole JSON API, limits included."""
 
 import json

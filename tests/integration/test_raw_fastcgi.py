@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """FastCGI straight to fcgate's unix socket (no nginx): the protocol details
 clients rely on, and malformed input that must cost one connection only."""
 

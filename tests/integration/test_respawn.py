@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """A worker killed under load is replaced, and the load barely notices."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """A root supervisor never follows a link the workers' user could have
 planted: log files reopened on USR1 and HUP, and the pidfile. The workers'
 user owns the log directory (as /var/log/fcgate is packaged), so it can

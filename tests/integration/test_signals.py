@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """Stopping fcgate with signals: TERM drains, INT is fast, both clean up."""
 
 import signal

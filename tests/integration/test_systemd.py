@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """fcgate under systemd, without systemd: readiness notifications
 (sd_notify over $NOTIFY_SOCKET) and socket activation ($LISTEN_FDS),
 spoken to by this test the way systemd speaks them."""

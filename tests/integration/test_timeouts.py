@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """Every wait on a peer is bounded: a stalled request and a peer that does
 not read its replies cost one connection after io_timeout; an idle
 kept-alive connection is closed after keepalive_timeout; a new connection

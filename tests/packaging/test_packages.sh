@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # tests/packaging/test_packages.sh - the Debian packages, end to end, on
 # this machine: build them with packaging/build-debs.sh, lintian them,
 # install them with apt, check what the install created, build the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * test_app_loader.c - loading application modules and refusing bad ones.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * test_config.c - config.c: defaults, every key (valid and invalid), every
  * kind of error message, includes, command-line overrides, config_check.

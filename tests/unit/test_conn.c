@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * test_conn.c - conn.c on its own: a connection over a socketpair, with
  * blocking waits standing in for an engine. What conn_serve returns is

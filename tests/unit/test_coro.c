@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * test_coro.c - the context switch and coroutine stacks (daemon/coro.c).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * test_db.c - db.c's statement cache: a statement handed to a db_run
  * callback stays valid for that whole callback, however many others the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * test_fcgi_codec.c - the FastCGI codec, fed byte streams built here.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * test_listen.c - listen.c: address parsing (every form, every reason) and
  * real sockets on loopback and in a private directory.

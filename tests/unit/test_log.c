@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * test_log.c - access-log formats: checking and rendering (pure parts of
  * log.c), and whole lines from concurrent writers.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * test_policy.c - the supervisor's decisions (policy.c): respawn backoff,
  * what to do when workers cannot boot, whom to blame for a death, when a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * test_request.c - the app API of request.c, without sockets: a request
  * decoded by the codec, run through request_run with a test handler, its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * bench - the benchmark workloads of ../shared/peers, answered byte for
  * byte like peers/apps/app_fcgi.c, so fcgate can be measured with the same

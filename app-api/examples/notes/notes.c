@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * notes - the example JSON API over sqlite (DESIGN.md, "Example apps").
  *

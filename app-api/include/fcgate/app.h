@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fcgate/app.h - the one header a fcgate application module includes.
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # peers/run.sh - side-by-side benchmark of FastCGI/WSGI app servers behind nginx.
 #
 #   ./peers/run.sh                 # every target in peers/targets/

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * probe.c - an app module for the integration tests: endpoints that crash,
  * overflow their stack, block, stream or wait, so the tests can see what

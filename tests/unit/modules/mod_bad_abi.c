@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * mod_bad_abi.c - a module built for the next, incompatible ABI major.
  */

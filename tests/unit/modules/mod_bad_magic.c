@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * mod_bad_magic.c - exports fcgate_app_module with a wrong magic, as a
  * stray object of the same name (or a corrupted build) would.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * mod_good.c - a well-formed, thread-safe module for test_app_loader.
  * It calls nothing of fcgate's: the test binary exports no fcgate_*.

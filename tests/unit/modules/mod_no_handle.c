@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * mod_no_handle.c - a correct record without a handle function: nothing
  * could serve a request with it.

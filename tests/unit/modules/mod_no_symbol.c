@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * mod_no_symbol.c - a shared object that is not a fcgate module: it
  * exports a function, but no fcgate_app_module.

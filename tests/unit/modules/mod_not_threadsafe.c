@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * mod_not_threadsafe.c - a well-formed module that does not declare
  * FCGATE_APP_THREADSAFE: loadable, refused for threads mode.

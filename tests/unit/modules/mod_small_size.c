@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * mod_small_size.c - a record claiming to be 8 bytes long: smaller than
  * the fields ABI 1.0 defines, so none of them may be trusted.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * mod_unresolved.c - calls a function nothing defines. With RTLD_NOW the
  * load fails at once, instead of on the first request that reaches the

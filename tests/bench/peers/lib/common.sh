@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # peers/lib/common.sh - helpers shared by run.sh and the target files.
 # Sourced, not executed. Everything here talks only to 127.0.0.1 and to
 # unix sockets under $RUN_ROOT; every process it starts is recorded by PID

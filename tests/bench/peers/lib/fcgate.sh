@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # peers/lib/fcgate.sh - shared start-up for the fcgate-* targets.
 # fcgate runs in the foreground (its supervisor is the tracked PID; TERM is
 # a graceful stop that ends the workers too) and speaks FastCGI on a unix

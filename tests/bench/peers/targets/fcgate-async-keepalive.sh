@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # fcgate-async-keepalive: fcgate-async behind nginx with upstream keep-alive
 # (keepalive 64, fastcgi_keep_conn on): no connect/accept/close per request.
 TARGET_DESC="fcgate async mode, workers=2 worker_connections=1000 blocking_threads=4, C bench module, FastCGI unix socket; nginx upstream keepalive 64 + fastcgi_keep_conn"

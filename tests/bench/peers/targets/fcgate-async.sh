@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # fcgate-async: fcgate async mode, 2 workers x 1000 connections (one
 # coroutine each), 4 blocking threads per worker for sqlite.
 TARGET_DESC="fcgate async mode, workers=2 worker_connections=1000 blocking_threads=4, C bench module, FastCGI unix socket"

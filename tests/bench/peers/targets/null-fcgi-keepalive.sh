@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # null-fcgi-keepalive: null-fcgi behind nginx with upstream keep-alive
 # (keepalive 64, fastcgi_keep_conn on), the floor for the
 # fcgate-*-keepalive targets.
