@@ -14,6 +14,18 @@ import unittest
 import harness
 
 
+def epoll_targets(pid):
+    """The descriptors registered in pid's epoll sets (tfd lines of fdinfo)."""
+    n = 0
+    for fd in os.listdir("/proc/%d/fdinfo" % pid):
+        try:
+            with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
+                n += sum(1 for line in f if line.startswith("tfd:"))
+        except OSError:
+            pass
+    return n
+
+
 def cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -172,6 +184,37 @@ class HardeningTest(harness.TestCase):
             self.assertEqual(resp.http()[0], status, (method, path))
         self.assertEqual(len(bench.worker_pids()) + len(notes.worker_pids()), 2)
         self.assertNotIn("signal", bench.log() + notes.log())
+
+    @unittest.skipIf(harness.MODE == "sync", "its one thread hands over after its request")
+    def test_handed_over_connections_leave_the_retiring_workers_epoll_set(self):
+        # A socket handed over lives on in another process: left in the old
+        # worker's epoll set, its events reach a connection freed there.
+        fc = self.fcgate("probe", workers=1)
+        old = fc.wait_workers(1)[0]
+        idle = []
+        for _ in range(40):
+            c = harness.FcgiConn(fc.listen)
+            self.addCleanup(c.close)
+            c.send(harness.fcgi_request_bytes("GET", "/hello", keep_conn=True))
+            self.assertEqual(c.read_response().http()[2], b"hello\n")
+            idle.append(c)
+        busy = threading.Thread(target=lambda: harness.fcgi_request(
+            fc.listen, "GET", "/sleep?ms=3000", timeout=20), daemon=True)
+        busy.start()  # keeps the old worker alive after the reload
+        time.sleep(0.3)
+        os.kill(fc.pid, signal.SIGHUP)
+        self.assertIsNotNone(fc.wait_log(r"generation 2 ready; retiring generation 1", 10))
+        time.sleep(0.5)  # TERM taken, idle connections handed over
+        for c in idle:  # traffic on them now, served by the new worker
+            c.send(harness.fcgi_request_bytes("GET", "/hello", keep_conn=True))
+            self.assertEqual(c.read_response().http()[2], b"hello\n")
+        # Left registered: the listen socket, stop and pool descriptors and
+        # the busy request's connection at most; not the 40 handed over.
+        self.assertTrue(harness.pid_alive(old), "the old worker is gone: nothing was checked")
+        self.assertLess(epoll_targets(old), 8, "handed-over sockets still in the old epoll set")
+        busy.join(10)
+        self.assertIsNotNone(fc.wait_log(r"\[worker 0 %d\] info: handed 40 idle connections"
+                                         % old, 10), "the idle connections were not handed over")
 
 
 if __name__ == "__main__":
