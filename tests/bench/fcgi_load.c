@@ -1101,5 +1101,16 @@ int main(int argc, char **argv)
     print_human(&o, &r);
     if (o.tsv)
         print_kv(&o, &r);
+    for (int i = 0; i < o.threads; i++) {
+        for (int k = 0; k < w[i].nconns; k++)
+            if (w[i].conns[k].fd >= 0)
+                close(w[i].conns[k].fd);
+        free(w[i].conns);
+        close(w[i].ep);
+    }
+    free(w);
+    for (int i = 0; i < rq.n; i++)
+        free(rq.v[i].p);
+    free(rq.v);
     return r.s.lat.count && !stats_errors(&r.s) && !r.s.non200 ? 0 : 1;
 }
