@@ -287,9 +287,13 @@ static void sweep(struct bengine *E)
     if (now < next || !atomic_compare_exchange_strong(&E->next_sweep_ms, &next, now + SWEEP_MS))
         return;
     pthread_mutex_lock(&E->mu);
+    /* Read again under the lock: a connection parked since the first
+     * reading would look parked for 2^64 ms. */
+    now = monotonic_ms();
     for (struct bconn *b = E->parked, *nb; b; b = nb) {
         nb = b->next;
-        if (now - b->parked_ms > (uint64_t)drain_idle_limit_ms(E->w, &b->c))
+        if (now > b->parked_ms &&
+            now - b->parked_ms > (uint64_t)drain_idle_limit_ms(E->w, &b->c))
             let_go(E, b, 1);
     }
     pthread_mutex_unlock(&E->mu);
@@ -348,7 +352,7 @@ static void rescue(struct bengine *E)
         struct score_slot *s = scoreboard_slot(E->w->sb, E->w->row, t);
         struct bconn *b = E->serving[t];
         if (b && atomic_load(&s->cancel) && conn_rescue(&b->c))
-            log_error("%s over timeout: answered 504 for it", s->path);
+            log_error("%s over timeout: answered 504 for it", b->c.ch.what);
     }
     pthread_mutex_unlock(&E->mu);
 }

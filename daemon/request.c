@@ -501,9 +501,10 @@ enum req_result request_run(struct req_chan *ch, uint16_t id, struct request_bod
     ch->path = r.path;
     ch->start_ms = t0_us / 1000u;
     ch->cancelled = 0;
+    snprintf(ch->what, sizeof(ch->what), "%s %s", r.method, r.path);
+    /* After what: a rescuer that wins the claim reads it. */
     atomic_store(&ch->claim_id, id);
     atomic_store(&ch->claim, REQ_UNSENT);
-    snprintf(ch->what, sizeof(ch->what), "%s %s", r.method, r.path);
     if (ch->slot) {
         scoreboard_begin(ch->slot, r.method, r.path);
         atomic_fetch_add_explicit(&ch->slot->active, 1, memory_order_relaxed);
