@@ -82,7 +82,7 @@ static int chan_write(struct req_chan *ch, const void *buf, size_t len)
 {
     int unsent = REQ_UNSENT;
     if (atomic_load_explicit(&ch->claim, memory_order_relaxed) != REQ_SENT &&
-        !atomic_compare_exchange_strong(&ch->claim, &unsent, REQ_SENT) && unsent == REQ_RESCUED)
+        !atomic_compare_exchange_strong(&ch->claim, &unsent, REQ_SENT) && unsent >= REQ_RESCUING)
         return -1; /* answered for us: the peer is gone as far as we know */
     return send_all(chan_conn(ch), buf, len);
 }
@@ -323,7 +323,9 @@ int conn_rescue(struct conn *c)
     static const char head[] = "Status: 504 Gateway Timeout\r\nContent-Type: text/plain\r\n"
                                "Content-Length: 16\r\n\r\ngateway timeout\n";
     int unsent = REQ_UNSENT;
-    if (!atomic_compare_exchange_strong(&c->ch.claim, &unsent, REQ_RESCUED))
+    /* RESCUING holds the descriptor open: the serving thread closes it
+     * only after request_run, which waits for RESCUED. */
+    if (!atomic_compare_exchange_strong(&c->ch.claim, &unsent, REQ_RESCUING))
         return 0;
     uint16_t id = atomic_load(&c->ch.claim_id);
     struct codec_buf out = {0};
@@ -348,6 +350,7 @@ int conn_rescue(struct conn *c)
     codec_buf_free(&out);
     /* Its thread still holds the connection: nothing more goes on it. */
     shutdown(c->fd, SHUT_RDWR);
+    atomic_store(&c->ch.claim, REQ_RESCUED);
     return 1;
 }
 

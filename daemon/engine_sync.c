@@ -292,8 +292,7 @@ static void sweep(struct bengine *E)
     now = monotonic_ms();
     for (struct bconn *b = E->parked, *nb; b; b = nb) {
         nb = b->next;
-        if (now > b->parked_ms &&
-            now - b->parked_ms > (uint64_t)drain_idle_limit_ms(E->w, &b->c))
+        if (now > b->parked_ms && now - b->parked_ms > (uint64_t)drain_idle_limit_ms(E->w, &b->c))
             let_go(E, b, 1);
     }
     pthread_mutex_unlock(&E->mu);

@@ -123,7 +123,7 @@ struct req_chan {
     atomic_int claim;
     _Atomic uint16_t claim_id; /* the running request's id, for a rescue */
 };
-enum { REQ_NONE, REQ_UNSENT, REQ_SENT, REQ_RESCUED };
+enum { REQ_NONE, REQ_UNSENT, REQ_SENT, REQ_RESCUING, REQ_RESCUED };
 
 struct request_body {
     struct codec_buf buf;

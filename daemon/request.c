@@ -14,6 +14,7 @@
 #include <ctype.h>
 #include <fastcgi.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -543,6 +544,10 @@ enum req_result request_run(struct req_chan *ch, uint16_t id, struct request_bod
     codec_buf_free(&r.out);
     ch->method = ch->path = NULL;
     ch->cancelled = 0;
+    /* A rescue in progress is using the connection: wait for it (a few
+     * system calls) before the caller may close it. */
+    while (atomic_load(&ch->claim) == REQ_RESCUING)
+        sched_yield();
     if (atomic_exchange(&ch->claim, REQ_NONE) == REQ_RESCUED)
         r.gone = 1;
     free(r.path_buf);
