@@ -67,20 +67,11 @@ wl_args() {
   esac
 }
 
-# The C app and the sqlite db, as peers/run.sh makes them (build_c_app,
-# create_db), in this run's own dir.
+# The C app and the sqlite db, as peers/run.sh makes them, in this run's
+# own dir.
 setup_run_root() {
-  mkdir -p "$RUN_ROOT/bin"
-  C_APP=$RUN_ROOT/bin/app_fcgi
-  gcc -O2 -Wall -o "$C_APP" "$APPS_DIR/app_fcgi.c" -lfcgi -lsqlite3 || die "building app_fcgi.c failed"
-  PEERS_DB=$RUN_ROOT/items.db
-  sqlite3 "$PEERS_DB" > /dev/null << SQL || die "creating $PEERS_DB failed"
-PRAGMA journal_mode=WAL;
-CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER NOT NULL);
-WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < $ITEM_ROWS)
-INSERT INTO items SELECT x, printf('item-%05d', x), (x * 7919) % 1000 FROM c;
-SQL
-  export C_APP PEERS_DB
+  build_c_app
+  create_db
 }
 
 # wait_answers: until the target answers GET /hello with 200 (30 s), failing
@@ -187,15 +178,6 @@ run_target() {
   wait "$SUB_PID"
   SUB_PID=""
   stop_tracked "$RUN_DIR/pids"
-}
-
-on_signal() {
-  log "interrupted: stopping the current target"
-  if [[ -n $SUB_PID ]] && pid_alive "$SUB_PID"; then
-    kill -TERM "$SUB_PID" 2> /dev/null
-    wait "$SUB_PID" 2> /dev/null
-  fi
-  exit 130
 }
 
 cleanup() {

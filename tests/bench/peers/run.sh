@@ -78,26 +78,6 @@ ensure_packages() {
 
 # ---------------------------------------------------------------- setup
 
-build_c_app() {
-  mkdir -p "$RUN_ROOT/bin"
-  C_APP=$RUN_ROOT/bin/app_fcgi
-  gcc $C_CFLAGS -Wall -o "$C_APP" "$APPS_DIR/app_fcgi.c" -lfcgi -lsqlite3 || die "building app_fcgi.c failed"
-  export C_APP
-}
-
-create_db() {
-  PEERS_DB=$RUN_ROOT/items.db
-  export PEERS_DB
-  sqlite3 "$PEERS_DB" > /dev/null <<SQL || die "creating $PEERS_DB failed"
-PRAGMA journal_mode=WAL;
-CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER NOT NULL);
-WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < $ITEM_ROWS)
-INSERT INTO items SELECT x, printf('item-%05d', x), (x * 7919) % 1000 FROM c;
-SQL
-  [[ $(sqlite3 "$PEERS_DB" 'PRAGMA journal_mode; SELECT count(*) FROM items;' | tr '\n' ' ') == "wal $ITEM_ROWS " ]] ||
-    die "db check failed"
-}
-
 make_expectations() {
   local e=$RUN_ROOT/expect
   mkdir -p "$e"
@@ -261,15 +241,6 @@ run_target() {
   SUB_PID=""
   stop_tracked "$RUN_DIR/pids" # whatever the subshell left behind
   echo $((SECONDS - t0)) > "$RUN_DIR/seconds"
-}
-
-on_signal() {
-  log "interrupted: stopping the current target"
-  if [[ -n $SUB_PID ]] && pid_alive "$SUB_PID"; then
-    kill -TERM "$SUB_PID" 2> /dev/null
-    wait "$SUB_PID" 2> /dev/null
-  fi
-  exit 130
 }
 
 cleanup() {

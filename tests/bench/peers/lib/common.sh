@@ -289,3 +289,36 @@ machine_busy_pct() {
     idle = (y[5] - x[5]) + (y[6] - x[6])
     printf "%.0f\n", (t > 0 ? 100 * (t - idle) / t : 0) }'
 }
+
+# ---------------------------------------------------------------- run set-up
+# (peers/run.sh and ../direct.sh: the C app and the sqlite db in RUN_ROOT)
+
+build_c_app() {
+  mkdir -p "$RUN_ROOT/bin"
+  C_APP=$RUN_ROOT/bin/app_fcgi
+  gcc ${C_CFLAGS:--O2} -Wall -o "$C_APP" "$APPS_DIR/app_fcgi.c" -lfcgi -lsqlite3 || die "building app_fcgi.c failed"
+  export C_APP
+}
+
+create_db() {
+  PEERS_DB=$RUN_ROOT/items.db
+  export PEERS_DB
+  sqlite3 "$PEERS_DB" > /dev/null <<SQL || die "creating $PEERS_DB failed"
+PRAGMA journal_mode=WAL;
+CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER NOT NULL);
+WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < $ITEM_ROWS)
+INSERT INTO items SELECT x, printf('item-%05d', x), (x * 7919) % 1000 FROM c;
+SQL
+  [[ $(sqlite3 "$PEERS_DB" 'PRAGMA journal_mode; SELECT count(*) FROM items;' | tr '\n' ' ') == "wal $ITEM_ROWS " ]] ||
+    die "db check failed"
+}
+
+# INT/TERM: the target running in subshell SUB_PID stops first.
+on_signal() {
+  log "interrupted: stopping the current target"
+  if [[ -n $SUB_PID ]] && pid_alive "$SUB_PID"; then
+    kill -TERM "$SUB_PID" 2> /dev/null
+    wait "$SUB_PID" 2> /dev/null
+  fi
+  exit 130
+}
