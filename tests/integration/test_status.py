@@ -195,6 +195,31 @@ class StatusTest(harness.TestCase):
         self.assertTrue(gone, self.status_json())
         self.assertEqual(self.status_json()["restarts"]["reload"], 1)
 
+    def test_status_socket_is_handed_over_on_upgrade_and_never_goes_dark(self):
+        fc = self.start()
+        ino = os.stat(self.status_sock).st_ino
+        self.assertEqual(self.status_json()["pid"], fc.pid)
+        os.kill(fc.pid, signal.SIGUSR2)
+        m = fc.wait_log(r"USR2: started the new master, pid (\d+)", 5)
+        self.assertIsNotNone(m, "USR2 started no new master")
+        new = harness.ForeignProcess(int(m.group(1)), FCGATE_BIN)
+        self.track(new)
+        failures = 0
+        deadline = time.monotonic() + 15
+        while fc.running() and time.monotonic() < deadline:
+            try:
+                self.status_json()
+            except (OSError, AssertionError):
+                failures += 1
+            time.sleep(0.02)
+        self.assertEqual(fc.wait(1), 0, "the old master did not stop cleanly")
+        self.assertEqual(failures, 0, "the status socket went dark during the upgrade")
+        self.assertEqual(os.stat(self.status_sock).st_ino, ino, "the socket was bound anew")
+        doc = self.status_json()
+        self.assertEqual(doc["pid"], new.pid)
+        self.assertEqual(doc["workers_ready"], fc.workers)
+        self.assertTrue(new.stop(timeout=10), "the new master did not stop on TERM")
+
     def test_fcgate_status_prints_a_table_and_fails_once_fcgate_stopped(self):
         fc = self.start()
         out = self.cli("-c", fc.conf_path)
