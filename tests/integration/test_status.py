@@ -220,6 +220,19 @@ class StatusTest(harness.TestCase):
         self.assertEqual(doc["workers_ready"], fc.workers)
         self.assertTrue(new.stop(timeout=10), "the new master did not stop on TERM")
 
+    def test_nginx_serves_it_at_fcgate_status_from_localhost(self):
+        # nginx's workers run unprivileged here: the socket must let them in.
+        sock = os.path.join(self.tmp, "status.sock")
+        fc = self.start(status={"listen": "unix:" + sock, "listen_mode": "0666"})
+        ng = self.nginx(fc, status=self.status_spec)
+        resp = harness.http_request(ng.port, "GET", "/fcgate-status?json")
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(resp.json()["workers_ready"], fc.workers)
+        accept = {"Accept": "application/openmetrics-text; version=1.0.0"}
+        resp = harness.http_request(ng.port, "GET", "/fcgate-status", headers=accept)
+        self.assertTrue(resp.header("Content-Type").startswith("application/openmetrics-text"))
+        self.assertTrue(resp.body.endswith(b"# EOF\n"))
+
     def test_fcgate_status_prints_a_table_and_fails_once_fcgate_stopped(self):
         fc = self.start()
         out = self.cli("-c", fc.conf_path)
