@@ -84,7 +84,7 @@ static void counters_add(struct status_snapshot *snap, const struct score_slot *
 }
 
 /* Every slot of g: its counters into the totals, live ones into slots. */
-static void collect_gen(struct status_snapshot *snap, const struct status_gen *g, size_t *cap,
+static void collect_gen(struct status_snapshot *snap, const struct status_gen *g, size_t cap,
                         uint64_t now)
 {
     const struct scoreboard *sb = g->sb;
@@ -92,7 +92,7 @@ static void collect_gen(struct status_snapshot *snap, const struct status_gen *g
         const struct score_slot *s = &sb->slots[i];
         counters_add(snap, s);
         pid_t pid = atomic_load(&s->pid);
-        if (pid == 0 || snap->nslots == *cap)
+        if (pid == 0 || snap->nslots == cap)
             continue;
         struct status_slot *o = &snap->slots[snap->nslots++];
         memset(o, 0, sizeof(*o));
@@ -125,12 +125,29 @@ static void count_workers(struct status_snapshot *snap)
     }
 }
 
+/* A socket systemd passed is named by its address, not "systemd:N". */
+static void name_socket(char *buf, size_t len, int fd, const char *spec)
+{
+    struct listen_addr a;
+    memset(&a, 0, sizeof(a));
+    a.sslen = sizeof(a.ss);
+    if (strncmp(spec, "systemd:", 8) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a.ss, &a.sslen) == 0) {
+        a.family = a.ss.ss_family;
+        if (a.family == AF_UNIX)
+            snprintf(a.path, sizeof(a.path), "%s", ((struct sockaddr_un *)&a.ss)->sun_path);
+        if (listen_format(&a, buf, len) > 0)
+            return;
+    }
+    snprintf(buf, len, "%s", spec);
+}
+
 static void collect_listen(struct status_snapshot *snap, const struct status_env *env)
 {
     for (size_t i = 0; i < env->nlisten; i++) {
         struct status_listen *l = &snap->listen[snap->nlisten++];
         struct sockdiag_queue q;
-        snprintf(l->address, sizeof(l->address), "%s", env->listen_names[i]);
+        name_socket(l->address, sizeof(l->address), env->listen_fds[i], env->listen_names[i]);
         l->queue = l->max_queue = -1;
         if (sockdiag_queue(env->listen_fds[i], &q) == 0) {
             l->queue = q.queue;
@@ -167,7 +184,7 @@ int status_collect(const struct status_env *env, struct status_snapshot *snap)
         snap->restarts[r] = atomic_load(&t->restarts[r]);
     snap->timeouts = atomic_load(&t->timeouts);
     for (size_t g = 0; g < env->ngens; g++)
-        collect_gen(snap, &env->gens[g], &cap, now);
+        collect_gen(snap, &env->gens[g], cap, now);
     count_workers(snap);
     collect_listen(snap, env);
     return 0;

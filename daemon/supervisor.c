@@ -472,6 +472,10 @@ static void reload(uint64_t now)
     }
     if (!same_listen(&cfg, &S.cur->cfg))
         log_warn("reload: listen addresses changed; they take effect on restart or upgrade");
+    if ((cfg.status_listen || S.cur->cfg.status_listen) &&
+        (!cfg.status_listen || !S.cur->cfg.status_listen ||
+         strcmp(cfg.status_listen, S.cur->cfg.status_listen) != 0))
+        log_warn("reload: status.listen changed; it takes effect on restart or upgrade");
     log_open(cfg.log_level, cfg.log_error, cfg.log_access);
     chown_logs(&cfg);
     struct generation *old = S.cur, *g = gen_new(&cfg);
