@@ -324,9 +324,10 @@ static void on_exit_proc(struct proc *p, int status, uint64_t now)
 
     *p = S.procs[--S.nprocs];
     describe_exit(status, how, sizeof(how));
-    if (S.state == RUNNING && (dead.timed_out || g->retiring))
-        atomic_fetch_add(&S.totals->restarts[dead.timed_out ? RESTART_TIMEOUT : RESTART_RELOAD], 1);
     if (S.state != RUNNING || dead.term_ms || g != S.cur) {
+        if (S.state == RUNNING && (dead.timed_out || g->retiring))
+            atomic_fetch_add(&S.totals->restarts[dead.timed_out ? RESTART_TIMEOUT : RESTART_RELOAD],
+                             1);
         const struct score_slot *s = dead.timed_out ? blame(g, &dead) : NULL;
         if (s)
             log_error("worker %zu (pid %d) %s, still serving %s %s", dead.index, (int)dead.pid, how,

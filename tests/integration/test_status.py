@@ -38,12 +38,12 @@ def all_stopped(pid):
 
 
 class StatusTest(harness.TestCase):
-    def start(self, **over):
+    def start(self, app="bench", **over):
         self.status_sock = os.path.join(self.tmp, "status.sock")
         settings = dict(workers=2, status={"listen": "unix:" + self.status_sock,
                                            "listen_mode": "0660"})
         settings.update(over)
-        self.fc = self.fcgate("bench", **settings)
+        self.fc = self.fcgate(app, **settings)
         self.status_spec = "unix:" + self.status_sock
         return self.fc
 
@@ -232,6 +232,32 @@ class StatusTest(harness.TestCase):
         resp = harness.http_request(ng.port, "GET", "/fcgate-status", headers=accept)
         self.assertTrue(resp.header("Content-Type").startswith("application/openmetrics-text"))
         self.assertTrue(resp.body.endswith(b"# EOF\n"))
+
+    def restarts(self, reason, n, timeout=10):
+        ok = harness.wait_until(lambda: self.status_json()["restarts"][reason] >= n, timeout)
+        self.assertTrue(ok, self.status_json())
+
+    def test_restarts_are_counted_by_reason(self):
+        fc = self.start("probe", workers=1, max_requests=5, timeout=1, graceful_timeout=2)
+        try:
+            harness.fcgi_request(fc.listen, "GET", "/segv", timeout=5)
+        except OSError:
+            pass  # the worker died under it
+        self.restarts("crash", 1)
+        fc.wait_workers(1)
+        for _ in range(5):  # max_requests: the worker leaves after these
+            harness.fcgi_request(fc.listen, "GET", "/hello")
+        self.restarts("recycle", 1)
+        fc.wait_workers(1)
+        harness.fcgi_request(fc.listen, "GET", "/block?ms=3000", timeout=10)
+        self.restarts("timeout", 1)
+        doc = self.status_json()
+        self.assertGreaterEqual(doc["timeouts_total"], 1)
+        time.sleep(0.5)  # a second count would come now
+        doc = self.status_json()
+        self.assertEqual(doc["restarts"]["timeout"], 1, doc)
+        self.assertEqual(doc["restarts"]["crash"], 1, doc)
+        self.assertEqual(doc["restarts"]["reload"], 0, doc)
 
     def test_fcgate_status_prints_a_table_and_fails_once_fcgate_stopped(self):
         fc = self.start()
