@@ -238,6 +238,7 @@ class StatusTest(harness.TestCase):
         self.assertTrue(ok, self.status_json())
 
     def test_restarts_are_counted_by_reason(self):
+        self.allow_sanitizer_reports = True  # UBSan reports the crash on purpose
         fc = self.start("probe", workers=1, max_requests=5, timeout=1, graceful_timeout=2)
         try:
             harness.fcgi_request(fc.listen, "GET", "/segv", timeout=5)
