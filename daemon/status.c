@@ -52,6 +52,24 @@ static uint64_t rss_of(pid_t pid)
     return resident * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
+/* A worker the supervisor has not reaped yet (dead, or a zombie) keeps
+ * its pid in the scoreboard until it is: not a worker any more. */
+static int alive(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    const char *end = strrchr(buf, ')'); /* the name may hold anything */
+    return end && end[1] == ' ' && end[2] != 'Z' && end[2] != 'X';
+}
+
 static void slot_read(struct status_slot *o, const struct score_slot *s, uint64_t now)
 {
     uint64_t start = atomic_load(&s->start_ms);
@@ -88,11 +106,19 @@ static void collect_gen(struct status_snapshot *snap, const struct status_gen *g
                         uint64_t now)
 {
     const struct scoreboard *sb = g->sb;
+    pid_t last = 0;
+    int last_alive = 0;
     for (size_t i = 0; i < sb->nslots; i++) {
         const struct score_slot *s = &sb->slots[i];
         counters_add(snap, s);
         pid_t pid = atomic_load(&s->pid);
         if (pid == 0 || snap->nslots == cap)
+            continue;
+        if (pid != last) {
+            last = pid;
+            last_alive = alive(pid);
+        }
+        if (!last_alive)
             continue;
         struct status_slot *o = &snap->slots[snap->nslots++];
         memset(o, 0, sizeof(*o));

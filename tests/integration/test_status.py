@@ -260,6 +260,23 @@ class StatusTest(harness.TestCase):
         self.assertEqual(doc["restarts"]["crash"], 1, doc)
         self.assertEqual(doc["restarts"]["reload"], 0, doc)
 
+    def test_fcgate_status_fails_when_no_worker_is_ready(self):
+        fc = self.start(workers=1)
+        pid = self.worker_pids()[0]
+        # A stopped supervisor cannot replace the worker killed under it.
+        os.kill(fc.pid, signal.SIGSTOP)
+        self.addCleanup(os.kill, fc.pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGKILL)
+        self.assertTrue(harness.wait_until(lambda: self.status_json()["workers"] == [], 5),
+                        self.status_json())
+        out = self.cli("--status", self.status_spec)
+        self.assertEqual(out.returncode, 1, out.stdout)
+        self.assertIn("no worker ready", out.stderr)
+        self.assertIn("generation 1: 0 of 1 workers ready", out.stdout)
+        os.kill(fc.pid, signal.SIGCONT)
+        self.assertTrue(harness.wait_until(lambda: self.cli("-c", fc.conf_path).returncode == 0,
+                                           10))
+
     def test_fcgate_status_prints_a_table_and_fails_once_fcgate_stopped(self):
         fc = self.start()
         out = self.cli("-c", fc.conf_path)
