@@ -13,6 +13,7 @@
  *   engine.c     the table of modes
  *   worker.c     a worker process: privileges, the module, the engine
  *   status.c     the status process: conn.c and the scoreboards, no app
+ *   cli.c        `fcgate status`: a FastCGI client of the status socket
  *   policy.c     the supervisor's decisions, pure
  *   supervisor.c the master process
  *

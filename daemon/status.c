@@ -189,9 +189,13 @@ int status_collect(const struct status_env *env, struct status_snapshot *snap)
     uint64_t now = monotonic_ms();
 
     memset(snap, 0, sizeof(*snap));
+    /* Only rows in use: a scoreboard has room for the most workers and
+     * threads a reload may ask for, most of it empty. */
     for (size_t g = 0; g < env->ngens; g++)
-        cap += env->gens[g].sb->nslots;
-    snap->slots = calloc(cap ? cap : 1, sizeof(*snap->slots));
+        for (size_t i = 0; i < env->gens[g].sb->nslots; i++)
+            cap += atomic_load(&env->gens[g].sb->slots[i].pid) != 0;
+    cap += 64; /* workers that become ready while we read */
+    snap->slots = calloc(cap, sizeof(*snap->slots));
     if (!snap->slots)
         return -1;
     snap->version = FCGATE_VERSION;
