@@ -311,6 +311,7 @@ static void reload_failed(uint64_t now)
     log_error("reload failed: workers of generation %u cannot start; generation %u keeps serving",
               bad->id, old->id);
     S.cur = old;
+    S.status_stale = 1; /* it names the current generation */
     signal_gen(bad, SIGTERM, now);
 }
 
@@ -679,6 +680,7 @@ static void on_signal(int sig, uint64_t now)
         if (S.cur->cfg.workers < MAX_WORKERS)
             S.cur->cfg.workers++;
         log_info("TTIN: %d workers", S.cur->cfg.workers);
+        S.status_stale = 1; /* it reports the configured count */
         break;
     case SIGTTOU:
         if (S.cur->cfg.workers > 1) {
@@ -691,6 +693,7 @@ static void on_signal(int sig, uint64_t now)
                 }
         }
         log_info("TTOU: %d workers", S.cur->cfg.workers);
+        S.status_stale = 1;
         break;
     case SIGUSR1:
         log_reopen();

@@ -45,6 +45,11 @@ class StatusTest(harness.TestCase):
         settings.update(over)
         self.fc = self.fcgate(app, **settings)
         self.status_spec = "unix:" + self.status_sock
+        # fcgate's children include the status process: wait for the
+        # workers themselves.
+        want = self.fc.workers
+        self.assertTrue(harness.wait_until(
+            lambda: self.status_json()["workers_ready"] == want, 10), self.status_json())
         return self.fc
 
     def status(self, query="", params=None, timeout=5.0):
@@ -276,6 +281,15 @@ class StatusTest(harness.TestCase):
         os.kill(fc.pid, signal.SIGCONT)
         self.assertTrue(harness.wait_until(lambda: self.cli("-c", fc.conf_path).returncode == 0,
                                            10))
+
+    def test_worker_count_follows_ttin(self):
+        fc = self.start()
+        os.kill(fc.pid, signal.SIGTTIN)
+        ok = harness.wait_until(lambda: self.status_json()["workers_ready"] == 3, 5)
+        doc = self.status_json()
+        self.assertTrue(ok, doc)
+        self.assertEqual(doc["workers_configured"], 3)
+        self.assertEqual(len(doc["workers"]), 3)
 
     def test_fcgate_status_prints_a_table_and_fails_once_fcgate_stopped(self):
         fc = self.start()
