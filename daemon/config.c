@@ -658,6 +658,29 @@ static const struct key limits_keys[] = {
     {NULL, NULL, NULL, 0, 0, 0, NULL},
 };
 
+/* One address, checked as listen's are. */
+static void set_status_listen(struct loader *L, const config_setting_t *s, const struct key *k)
+{
+    struct listen_addr a;
+    struct qbuf qb;
+    char why[128];
+    const char *v = get_str(L, s, k);
+
+    if (v == NULL)
+        return;
+    if (listen_parse(v, &a, why, sizeof(why)) < 0) {
+        err_at(L, s, "bad listen address '%s': %s", quote(&qb, v), why);
+        return;
+    }
+    store(L, s, FIELD(L->c, k, char *), v);
+}
+
+static const struct key status_keys[] = {
+    {"listen", "status.listen", set_status_listen, OFF(status_listen), 0, 0, NULL},
+    {"listen_mode", "status.listen_mode", set_octal, OFF(status_listen_mode), 0, 0, NULL},
+    {NULL, NULL, NULL, 0, 0, 0, NULL},
+};
+
 static const struct key root_keys[] = {
     {"listen", "listen", set_listen, 0, 0, 0, NULL},
     {"listen_backlog", "listen_backlog", set_int, OFF(listen_backlog), 1, 65535, NULL},
@@ -683,6 +706,7 @@ static const struct key root_keys[] = {
     {"app", "app", set_group, 0, 0, 0, app_keys},
     {"log", "log", set_group, 0, 0, 0, log_keys},
     {"limits", "limits", set_group, 0, 0, 0, limits_keys},
+    {"status", "status", set_group, 0, 0, 0, status_keys},
     {NULL, NULL, NULL, 0, 0, 0, NULL},
 };
 
@@ -952,6 +976,7 @@ int config_defaults(struct config *c)
     c->nlisten = 1;
     c->listen_backlog = 1024;
     c->listen_mode = 0660;
+    c->status_listen_mode = 0660;
     c->umask = 022;
     c->mode = MODE_THREADS;
     c->workers = 4;
@@ -1194,6 +1219,7 @@ void config_free(struct config *c)
     free(c->user);
     free(c->group);
     free(c->pidfile);
+    free(c->status_listen);
     free(c->app_module);
     free(c->app_module_origin);
     free(c->app_database);

@@ -56,6 +56,9 @@ struct config {
     char *log_access;        /* NULL: off ("off" in the file), "-": stderr, else a path */
     char *log_access_format; /* variables as in log.h; NULL: the default */
 
+    char *status_listen;         /* the status socket; NULL: no status endpoint */
+    unsigned status_listen_mode; /* its permission bits (unix), default 0660 */
+
     size_t max_params_bytes; /* 1024..16 MiB */
     size_t max_body_bytes;   /* 0..4 GiB */
 

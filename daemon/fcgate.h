@@ -12,6 +12,8 @@
  *   engine_sync.c engine_async.c   the modes' serving loops
  *   engine.c     the table of modes
  *   worker.c     a worker process: privileges, the module, the engine
+ *   status.c     the status process: conn.c and the scoreboards, no app
+ *   cli.c        `fcgate status`: a FastCGI client of the status socket
  *   policy.c     the supervisor's decisions, pure
  *   supervisor.c the master process
  *
@@ -34,6 +36,11 @@
 
 /* scoreboard.c: shared memory, written lock-free by workers, read by the
  * supervisor. One slot per serving thread (workers x slots per worker). */
+#define SCORE_CLASSES 5  /* status classes 1xx..5xx */
+#define SCORE_BUCKETS 12 /* duration histogram: the bounds below, then +Inf */
+/* Upper bounds of the duration buckets, microseconds (Prometheus's
+ * default buckets, 5 ms .. 10 s). */
+extern const uint64_t scoreboard_bucket_us[SCORE_BUCKETS - 1];
 struct score_slot {
     _Atomic pid_t pid;             /* set once the worker is ready */
     _Atomic unsigned generation;   /* the config generation it serves */
@@ -42,8 +49,14 @@ struct score_slot {
     _Atomic uint64_t start_ms;     /* CLOCK_MONOTONIC ms of the current request, 0: idle */
     _Atomic uint64_t heartbeat_ms; /* the thread was last seen alive, idle or busy */
     _Atomic int crashed;           /* set by the fatal-signal handler of its thread */
-    _Atomic int cancel; /* the supervisor gave up on its request: answer it 504 if still can */
-    char method[12];    /* of the current request; racy reads are tolerated */
+    _Atomic int cancel;   /* the supervisor gave up on its request: answer it 504 if still can */
+    _Atomic int stopping; /* the supervisor told its worker to stop (set by the supervisor) */
+    /* Counters for the status page, never reset while the generation
+     * lives (a respawned worker adds to its row's), so they only rise. */
+    _Atomic uint64_t by_class[SCORE_CLASSES];    /* answered 1xx..5xx */
+    _Atomic uint64_t duration_le[SCORE_BUCKETS]; /* per bucket, not cumulative */
+    _Atomic uint64_t duration_us;                /* sum of all durations */
+    char method[12]; /* of the current request; racy reads are tolerated */
     char path[116];
 };
 
@@ -56,7 +69,26 @@ int scoreboard_create(struct scoreboard *sb, size_t workers, size_t per_worker);
 void scoreboard_destroy(struct scoreboard *sb);
 struct score_slot *scoreboard_slot(const struct scoreboard *sb, size_t worker, size_t thread);
 void scoreboard_begin(struct score_slot *s, const char *method, const char *path);
-void scoreboard_end(struct score_slot *s);
+/* The request ended with HTTP status and took duration_us. */
+void scoreboard_end(struct score_slot *s, int status, uint64_t duration_us);
+
+/* What outlives workers and generations, in one shared mapping: written by
+ * the supervisor, read by the status process. */
+enum { RESTART_CRASH, RESTART_TIMEOUT, RESTART_RECYCLE, RESTART_RELOAD, RESTART_REASONS };
+struct score_totals {
+    _Atomic uint64_t restarts[RESTART_REASONS];
+    _Atomic uint64_t timeouts; /* requests or threads found over `timeout` */
+    /* The counters of generations already freed, so totals never fall. */
+    _Atomic uint64_t requests;
+    _Atomic uint64_t by_class[SCORE_CLASSES];
+    _Atomic uint64_t duration_le[SCORE_BUCKETS];
+    _Atomic uint64_t duration_us;
+};
+/* NULL on failure (errno). */
+struct score_totals *scoreboard_totals_create(void);
+void scoreboard_totals_destroy(struct score_totals *t);
+/* Adds sb's request counters to t (sb is about to be freed). */
+void scoreboard_totals_absorb(struct score_totals *t, const struct scoreboard *sb);
 /* Not running a request now (async: the loop left a coroutine). */
 void scoreboard_idle(struct score_slot *s);
 /* The thread is alive (at least once a second while it serves). */
@@ -75,6 +107,69 @@ void scoreboard_thread_crashed(const void *fault_addr);
 enum { SLOT_CRASHED = 1, SLOT_OVERFLOWED = 2 };
 uint64_t monotonic_ms(void);
 uint64_t monotonic_us(void);
+
+/* sockdiag.c: a listen socket's accept queue, as the kernel counts it. */
+struct sockdiag_queue {
+    long queue;     /* connections waiting to be accepted */
+    long max_queue; /* the backlog the socket listens with */
+};
+/* Any listening socket (unix, TCP): 0, or -1 (errno). About 50 µs. */
+int sockdiag_queue(int fd, struct sockdiag_queue *out);
+enum { SOCKDIAG_ERROR = -1, SOCKDIAG_MORE, SOCKDIAG_FOUND, SOCKDIAG_DONE };
+/* Pure: the sock_diag dump request for listening unix sockets, with their
+ * queue lengths, into buf; its length (0: len too small). */
+size_t sockdiag_unix_request(void *buf, size_t len, uint32_t seq);
+/* Pure: looks for socket inode ino in one netlink reply: SOCKDIAG_FOUND
+ * (out filled), SOCKDIAG_MORE (read the next reply), SOCKDIAG_DONE (the
+ * dump ended without it) or SOCKDIAG_ERROR. */
+int sockdiag_unix_parse(const void *buf, size_t len, uint32_t ino, struct sockdiag_queue *out);
+
+/* status_page.c: the status page rendered from a snapshot. Pure: the
+ * status process fills the snapshot, these functions only format it. */
+enum status_state { STATE_IDLE, STATE_BUSY, STATE_STOPPING, STATE_COUNT };
+struct status_slot {
+    pid_t pid;
+    unsigned generation;
+    size_t worker, thread;
+    enum status_state state;
+    uint64_t requests;
+    unsigned active;     /* requests in progress (async: the worker's coroutines) */
+    char what[140];      /* "METHOD /path" running, "" when idle */
+    uint64_t running_ms; /* how long it has run */
+    uint64_t rss_bytes;  /* of its process; 0: unknown */
+};
+struct status_listen {
+    char address[128];
+    long queue, max_queue; /* -1: unknown */
+};
+struct status_snapshot {
+    const char *version, *mode;
+    pid_t supervisor;
+    unsigned generation; /* the current one */
+    uint64_t uptime_s;
+    int workers_configured;
+    size_t workers[STATE_COUNT]; /* worker processes by state: busy if any thread is */
+    size_t ready;                /* workers of the current generation not stopping */
+    uint64_t requests_total;
+    uint64_t by_class[SCORE_CLASSES];
+    uint64_t duration_le[SCORE_BUCKETS];
+    uint64_t duration_us;
+    uint64_t restarts[RESTART_REASONS];
+    uint64_t timeouts;
+    struct status_listen listen[CONFIG_MAX_LISTEN];
+    size_t nlisten;
+    struct status_slot *slots; /* every live thread slot, worker by worker */
+    size_t nslots;
+};
+enum status_format { STATUS_TEXT, STATUS_JSON, STATUS_OPENMETRICS };
+/* From the query string ("json", "openmetrics", "full", combined with
+ * '&') and the HTTP Accept header (may be NULL). *full for ?full. */
+enum status_format status_page_format(const char *query, const char *accept, int *full);
+const char *status_page_content_type(enum status_format f);
+const char *status_state_name(enum status_state s);
+/* Appends the page to out: 0, or -1 (out of memory). */
+int status_page_render(struct codec_buf *out, const struct status_snapshot *s, enum status_format f,
+                       int full);
 
 /* db.c: one sqlite connection per thread, opened lazily after fork. */
 void db_configure(const char *path);
@@ -310,8 +405,37 @@ struct codec_limits engine_codec_limits(const struct config *cfg);
 
 /* The uid and gid of cfg->user / cfg->group (set). 0, or -1 (logged). */
 int worker_ids(const struct config *cfg, uid_t *uid, gid_t *gid);
+/* Root only binds; a child that serves (worker, status) runs as
+ * cfg->user. 0, or -1 (logged). */
+int worker_drop_privileges(const struct config *cfg);
 /* Runs in the child after fork; never returns. */
 void worker_main(struct worker *w) __attribute__((noreturn));
+
+/* status.c: the status process, forked by the supervisor; never loads
+ * the app. What it is given stays valid for its life (copied by fork). */
+#define STATUS_MAX_GENS 8
+struct status_gen {
+    unsigned id;
+    const struct scoreboard *sb;
+};
+struct status_env {
+    const struct config *cfg; /* the current generation's */
+    int fd;                   /* the status socket, listening */
+    const int *listen_fds;
+    const char (*listen_names)[128];
+    size_t nlisten;
+    struct status_gen gens[STATUS_MAX_GENS]; /* every live generation */
+    size_t ngens;
+    unsigned current;
+    const struct score_totals *totals;
+    pid_t supervisor;
+    uint64_t started_ms; /* the supervisor's start (monotonic) */
+};
+/* Fills snap from the scoreboards, /proc and the kernel; snap->slots is
+ * allocated (free it). 0, or -1 (out of memory). */
+int status_collect(const struct status_env *env, struct status_snapshot *snap);
+/* Runs in the child after fork; never returns. */
+void status_main(const struct status_env *env) __attribute__((noreturn));
 
 /* policy.c: the supervisor's decisions, functions of their inputs. */
 struct backoff {
@@ -344,6 +468,9 @@ int policy_boot_overdue(uint64_t started_ms, uint64_t now, int timeout_s);
 /* Whether a ready worker's slots show it stuck; *which is the slot. */
 enum overdue policy_overdue(const struct score_slot *slots, size_t n, uint64_t now, int timeout_s,
                             size_t *which);
+
+/* cli.c: `fcgate status`, argv from "status" on; the exit status. */
+int cli_status(int argc, char **argv);
 
 /* supervisor.c */
 /* Builds the configuration afresh (file + command line) for a reload.

@@ -31,6 +31,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: fcgate [-c FILE] [-t] [options]\n"
+            "       fcgate status [-c FILE | --status ADDR] [--json] [--full]\n"
             "\n"
             "Runs C application modules behind nginx over FastCGI.\n"
             "\n"
@@ -192,6 +193,8 @@ int main(int argc, char **argv)
     };
     int opt;
 
+    if (argc > 1 && strcmp(argv[1], "status") == 0)
+        return cli_status(argc - 1, argv + 1);
     while ((opt = getopt_long(argc, argv, "c:tvh", opts, NULL)) != -1) {
         switch (opt) {
         case 'c':

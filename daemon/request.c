@@ -539,7 +539,7 @@ enum req_result request_run(struct req_chan *ch, uint16_t id, struct request_bod
         access_log(&r, t0_us);
     if (ch->slot) {
         atomic_fetch_sub_explicit(&ch->slot->active, 1, memory_order_relaxed);
-        scoreboard_end(ch->slot);
+        scoreboard_end(ch->slot, r.status, monotonic_us() - t0_us);
     }
     codec_buf_free(&r.out);
     ch->method = ch->path = NULL;

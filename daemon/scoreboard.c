@@ -63,10 +63,55 @@ void scoreboard_begin(struct score_slot *s, const char *method, const char *path
     atomic_store_explicit(&s->start_ms, monotonic_ms(), memory_order_release);
 }
 
-void scoreboard_end(struct score_slot *s)
+const uint64_t scoreboard_bucket_us[SCORE_BUCKETS - 1] = {
+    5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
+};
+
+static size_t bucket_of(uint64_t us)
+{
+    size_t b = 0;
+    while (b < SCORE_BUCKETS - 1 && us > scoreboard_bucket_us[b])
+        b++;
+    return b;
+}
+
+/* Relaxed: the readers want totals that only rise, not a consistent cut
+ * across counters; a scrape may see a request in requests before its
+ * bucket, never the reverse for long. */
+void scoreboard_end(struct score_slot *s, int status, uint64_t duration_us)
 {
     atomic_store_explicit(&s->start_ms, 0, memory_order_release);
     atomic_fetch_add_explicit(&s->requests, 1, memory_order_relaxed);
+    if (status >= 100 && status <= 599)
+        atomic_fetch_add_explicit(&s->by_class[status / 100 - 1], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->duration_le[bucket_of(duration_us)], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->duration_us, duration_us, memory_order_relaxed);
+}
+
+struct score_totals *scoreboard_totals_create(void)
+{
+    void *p = mmap(NULL, sizeof(struct score_totals), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void scoreboard_totals_destroy(struct score_totals *t)
+{
+    if (t)
+        munmap(t, sizeof(*t));
+}
+
+void scoreboard_totals_absorb(struct score_totals *t, const struct scoreboard *sb)
+{
+    for (size_t i = 0; i < sb->nslots; i++) {
+        const struct score_slot *s = &sb->slots[i];
+        atomic_fetch_add(&t->requests, atomic_load(&s->requests));
+        for (size_t c = 0; c < SCORE_CLASSES; c++)
+            atomic_fetch_add(&t->by_class[c], atomic_load(&s->by_class[c]));
+        for (size_t b = 0; b < SCORE_BUCKETS; b++)
+            atomic_fetch_add(&t->duration_le[b], atomic_load(&s->duration_le[b]));
+        atomic_fetch_add(&t->duration_us, atomic_load(&s->duration_us));
+    }
 }
 
 void scoreboard_idle(struct score_slot *s)

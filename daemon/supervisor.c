@@ -90,6 +90,14 @@ static struct {
     int notified_ready;
     uint64_t next_status_ms, watchdog_ms, next_watchdog_ms;
     struct handoff handoff; /* idle connections from retiring workers (handoff.h) */
+    int status_fd;          /* the status socket, -1: none */
+    struct listen_addr status_addr;
+    int owns_status;             /* unlink on exit */
+    pid_t status_pid;            /* the status process, 0: none running */
+    int status_stale;            /* the generations changed since it was forked */
+    uint64_t status_next_ms;     /* respawn floor after it died */
+    struct score_totals *totals; /* shared with the status process */
+    uint64_t started_ms;
 } S;
 
 static void upgrade(void);
@@ -114,6 +122,7 @@ static struct generation *gen_new(struct config *cfg)
     for (size_t i = 0; i < MAX_GENERATIONS; i++) {
         if (!S.gens[i]) {
             S.gens[i] = g;
+            S.status_stale = 1;
             return g;
         }
     }
@@ -135,6 +144,11 @@ static void gen_free_unused(void)
     for (size_t i = 0; i < MAX_GENERATIONS; i++) {
         struct generation *g = S.gens[i];
         if (g && g != S.cur && gen_procs(g) == 0) {
+            /* Its requests stay counted. A status process forked before
+             * this may count them twice until it is replaced, within a
+             * turn: a known, brief overcount, never a drop. */
+            scoreboard_totals_absorb(S.totals, &g->sb);
+            S.status_stale = 1;
             scoreboard_destroy(&g->sb);
             config_free(&g->cfg);
             free(g);
@@ -175,12 +189,21 @@ static size_t free_row(const struct generation *g)
     return SIZE_MAX;
 }
 
+/* For the status page: the worker was told to stop. */
+static void mark_stopping(const struct proc *p)
+{
+    for (size_t t = 0; t < p->gen->sb.per_worker; t++)
+        atomic_store(&scoreboard_slot(&p->gen->sb, p->row, t)->stopping, 1);
+}
+
 static void signal_gen(const struct generation *g, int sig, uint64_t now)
 {
     for (size_t i = 0; i < S.nprocs; i++) {
         struct proc *p = &S.procs[i];
         if (g && p->gen != g)
             continue;
+        if (sig == SIGTERM || sig == SIGINT)
+            mark_stopping(p);
         kill(p->pid, sig);
         if (sig == SIGTERM && !p->term_ms)
             p->term_ms = now;
@@ -204,6 +227,7 @@ static int spawn(struct generation *g, size_t index)
         atomic_store(&s->crashed, 0);
         atomic_store(&s->heartbeat_ms, 0);
         atomic_store(&s->active, 0);
+        atomic_store(&s->stopping, 0);
     }
     pid_t pid = fork();
     if (pid < 0) {
@@ -287,6 +311,7 @@ static void reload_failed(uint64_t now)
     log_error("reload failed: workers of generation %u cannot start; generation %u keeps serving",
               bad->id, old->id);
     S.cur = old;
+    S.status_stale = 1; /* it names the current generation */
     signal_gen(bad, SIGTERM, now);
 }
 
@@ -301,6 +326,9 @@ static void on_exit_proc(struct proc *p, int status, uint64_t now)
     *p = S.procs[--S.nprocs];
     describe_exit(status, how, sizeof(how));
     if (S.state != RUNNING || dead.term_ms || g != S.cur) {
+        if (S.state == RUNNING && (dead.timed_out || g->retiring))
+            atomic_fetch_add(&S.totals->restarts[dead.timed_out ? RESTART_TIMEOUT : RESTART_RELOAD],
+                             1);
         const struct score_slot *s = dead.timed_out ? blame(g, &dead) : NULL;
         if (s)
             log_error("worker %zu (pid %d) %s, still serving %s %s", dead.index, (int)dead.pid, how,
@@ -329,7 +357,11 @@ static void on_exit_proc(struct proc *p, int status, uint64_t now)
             return;
     } else if (clean) {
         log_info("worker %zu (pid %d) exited; replacing it", dead.index, (int)dead.pid);
+        atomic_fetch_add(&S.totals->restarts[RESTART_RECYCLE], 1);
     } else {
+        atomic_fetch_add(
+            &S.totals->restarts[dead.timed_out || dead.abort_ms ? RESTART_TIMEOUT : RESTART_CRASH],
+            1);
         const struct score_slot *s = blame(g, &dead);
         if (s && atomic_load(&s->crashed) == SLOT_OVERFLOWED)
             log_error("worker %zu (pid %d) %s: stack overflow (stack_size %zu bytes) while "
@@ -353,9 +385,23 @@ static void reap(uint64_t now)
             upgrade_failed(status);
             continue;
         }
+        if (pid == S.status_pid) {
+            char how[96];
+            describe_exit(status, how, sizeof(how));
+            log_error("status process (pid %d) %s; restarting it", (int)pid, how);
+            S.status_pid = 0;
+            S.status_next_ms = now + 1000; /* a floor against fork storms */
+            continue;
+        }
         struct proc *p = proc_by_pid(pid);
-        if (p)
-            on_exit_proc(p, status, now);
+        if (!p)
+            continue; /* a status process replaced earlier */
+        struct generation *g = p->gen;
+        size_t row = p->row;
+        on_exit_proc(p, status, now);
+        /* Off the status page; spawn resets the rest when the row is reused. */
+        for (size_t t = 0; t < g->sb.per_worker; t++)
+            atomic_store(&scoreboard_slot(&g->sb, row, t)->pid, 0);
     }
 }
 
@@ -428,6 +474,10 @@ static void reload(uint64_t now)
     }
     if (!same_listen(&cfg, &S.cur->cfg))
         log_warn("reload: listen addresses changed; they take effect on restart or upgrade");
+    if ((cfg.status_listen || S.cur->cfg.status_listen) &&
+        (!cfg.status_listen || !S.cur->cfg.status_listen ||
+         strcmp(cfg.status_listen, S.cur->cfg.status_listen) != 0))
+        log_warn("reload: status.listen changed; it takes effect on restart or upgrade");
     log_open(cfg.log_level, cfg.log_error, cfg.log_access);
     chown_logs(&cfg);
     struct generation *old = S.cur, *g = gen_new(&cfg);
@@ -473,6 +523,7 @@ static void retire_for_timeout(struct proc *p, struct score_slot *s, uint64_t no
               p->index, (int)p->pid, s->method, s->path,
               (double)(now - atomic_load(&s->start_ms)) / 1e3, cfg->timeout, cfg->graceful_timeout);
     atomic_store(&s->cancel, 1);
+    mark_stopping(p);
     p->detached = 1;
     p->term_ms = now;
     kill(p->pid, SIGTERM);
@@ -515,6 +566,7 @@ static void check_timeouts(uint64_t now)
         case OVERDUE_NONE:
             continue;
         case OVERDUE_REQUEST:
+            atomic_fetch_add(&S.totals->timeouts, 1);
             p->timed_out = t + 1;
             if (engine_for(cfg->mode)->retire_on_timeout && free_row(p->gen) != SIZE_MAX &&
                 !stopped(p->pid)) {
@@ -527,6 +579,7 @@ static void check_timeouts(uint64_t now)
                       (double)(now - atomic_load(&slots[t].start_ms)) / 1e3, cfg->timeout);
             break;
         case OVERDUE_SILENT:
+            atomic_fetch_add(&S.totals->timeouts, 1);
             log_error("worker %zu (pid %d): %s silent for %.1f s, over timeout %d s; killing "
                       "the worker",
                       p->index, (int)p->pid, engine_for(cfg->mode)->beater,
@@ -627,17 +680,20 @@ static void on_signal(int sig, uint64_t now)
         if (S.cur->cfg.workers < MAX_WORKERS)
             S.cur->cfg.workers++;
         log_info("TTIN: %d workers", S.cur->cfg.workers);
+        S.status_stale = 1; /* it reports the configured count */
         break;
     case SIGTTOU:
         if (S.cur->cfg.workers > 1) {
             size_t gone = (size_t)--S.cur->cfg.workers;
             for (size_t i = 0; i < S.nprocs; i++)
                 if (S.procs[i].gen == S.cur && S.procs[i].index == gone && !S.procs[i].detached) {
+                    mark_stopping(&S.procs[i]);
                     kill(S.procs[i].pid, SIGTERM);
                     S.procs[i].term_ms = now;
                 }
         }
         log_info("TTOU: %d workers", S.cur->cfg.workers);
+        S.status_stale = 1;
         break;
     case SIGUSR1:
         log_reopen();
@@ -674,18 +730,20 @@ static void chown_logs(const struct config *cfg)
 #define SPEC_MAX 128
 #define HANDOFF_TX "handoff:tx"
 #define HANDOFF_RX "handoff:rx"
+#define STATUS_SPEC "status:" /* then the status.listen address */
+#define STATUS_BACKLOG 64
 
 static struct {
     int fd;
     char spec[SPEC_MAX];
-} handed[CONFIG_MAX_LISTEN + 2];
+} handed[CONFIG_MAX_LISTEN + 3];
 static size_t nhanded;
 
 /* Reads UPGRADE_ENV once, into handed[]. */
 static void read_handed(void)
 {
     const char *env = getenv(UPGRADE_ENV);
-    for (const char *p = env; p && *p && nhanded < CONFIG_MAX_LISTEN + 2;) {
+    for (const char *p = env; p && *p && nhanded < CONFIG_MAX_LISTEN + 3;) {
         char *eq;
         long fd = strtol(p, &eq, 10);
         if (*eq != '=')
@@ -716,6 +774,7 @@ static void close_unused_inherited(void)
 {
     for (size_t i = 0; i < nhanded; i++) {
         int used = strncmp(handed[i].spec, "handoff:", 8) == 0; /* taken by handoff_init */
+        used |= handed[i].fd == S.status_fd;
         for (size_t j = 0; j < S.nlisten; j++)
             used |= S.listen_fds[j] == handed[i].fd;
         if (!used)
@@ -762,6 +821,38 @@ static int socket_owner(const struct config *cfg, const struct listen_addr *a)
     return 0;
 }
 
+/* The status socket: opened here like the others (the status process,
+ * unprivileged, could not bind a root-owned path), handed over on USR2,
+ * and not changed by a reload (like listen). */
+static int open_status(const struct config *cfg)
+{
+    char err[256], spec[SPEC_MAX];
+
+    if (!cfg->status_listen)
+        return 0;
+    if (listen_parse(cfg->status_listen, &S.status_addr, err, sizeof(err)) < 0) {
+        log_error("status.listen %s: %s", cfg->status_listen, err);
+        return -1;
+    }
+    snprintf(spec, sizeof(spec), STATUS_SPEC "%s", cfg->status_listen);
+    int fd = inherited_fd(spec);
+    if (fd < 0) {
+        fd = listen_open(&S.status_addr, STATUS_BACKLOG, cfg->status_listen_mode, err, sizeof(err));
+        if (fd < 0) {
+            log_error("status.listen %s: %s", cfg->status_listen, err);
+            return -1;
+        }
+        if (socket_owner(cfg, &S.status_addr) < 0) {
+            close(fd);
+            return -1;
+        }
+        S.owns_status = 1;
+    }
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    S.status_fd = fd;
+    return 0;
+}
+
 static int open_listeners(const struct config *cfg)
 {
     char err[256], spec[32];
@@ -777,6 +868,8 @@ static int open_listeners(const struct config *cfg)
         log_error("systemd passed more than %d sockets", CONFIG_MAX_LISTEN);
         return -1;
     }
+    if (open_status(cfg) < 0)
+        return -1;
     /* systemd's sockets, from systemd itself or through the master we
      * replace: systemd owns them and their paths; listen is not used. */
     for (int i = 0; i < n; i++) {
@@ -823,6 +916,60 @@ static void close_listeners(void)
             listen_unlink(&S.addrs[i]);
     }
     S.nlisten = 0;
+    if (S.status_fd >= 0) {
+        close(S.status_fd);
+        if (S.owns_status)
+            listen_unlink(&S.status_addr);
+        S.status_fd = -1;
+    }
+}
+
+/* ---- the status process ---- */
+
+/* Forks the status process when there is none, or when the set of
+ * generations changed: it can only see scoreboards mapped before it was
+ * forked. The one it replaces finishes its connection and exits. */
+static void status_spawn(uint64_t now)
+{
+    if (S.status_fd < 0 || (S.status_pid && !S.status_stale) || now < S.status_next_ms)
+        return;
+    struct status_env env = {
+        .cfg = &S.cur->cfg,
+        .fd = S.status_fd,
+        .listen_fds = S.listen_fds,
+        .listen_names = (const char(*)[128])S.specs,
+        .nlisten = S.nlisten,
+        .current = S.cur->id,
+        .totals = S.totals,
+        .supervisor = getpid(),
+        .started_ms = S.started_ms,
+    };
+    for (size_t i = 0; i < MAX_GENERATIONS && env.ngens < STATUS_MAX_GENS; i++)
+        if (S.gens[i])
+            env.gens[env.ngens++] = (struct status_gen){S.gens[i]->id, &S.gens[i]->sb};
+    pid_t pid = fork();
+    if (pid == 0)
+        status_main(&env);
+    if (pid < 0) {
+        log_error("status process: fork: %s", strerror(errno));
+        S.status_next_ms = now + 1000;
+        return;
+    }
+    if (S.status_pid)
+        kill(S.status_pid, SIGTERM);
+    log_debug("status process started, pid %d", (int)pid);
+    S.status_pid = pid;
+    S.status_stale = 0;
+}
+
+static void status_stop(void)
+{
+    if (!S.status_pid)
+        return;
+    kill(S.status_pid, SIGTERM);
+    while (waitpid(S.status_pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    S.status_pid = 0;
 }
 
 /* ---- USR2: a new master from the binary on disk, same sockets ----
@@ -859,6 +1006,16 @@ static void upgrade(void)
         log_error("USR2: too many listen addresses to hand over");
         return;
     }
+    p += n;
+    if (S.status_fd >= 0) {
+        char spec[SPEC_MAX];
+        snprintf(spec, sizeof(spec), STATUS_SPEC "%s", S.cur->cfg.status_listen);
+        n = snprintf(p, sizeof(env) - (size_t)(p - env), ";%d=%s", S.status_fd, spec);
+        if (n < 0 || (size_t)n >= sizeof(env) - (size_t)(p - env)) {
+            log_error("USR2: too many listen addresses to hand over");
+            return;
+        }
+    }
     if (S.pidfile) {
         char old[4096];
         snprintf(old, sizeof(old), "%s.oldbin", S.pidfile);
@@ -878,6 +1035,8 @@ static void upgrade(void)
             fcntl(S.listen_fds[i], F_SETFD, 0);
         fcntl(S.handoff.tx, F_SETFD, 0);
         fcntl(S.handoff.rx, F_SETFD, 0);
+        if (S.status_fd >= 0)
+            fcntl(S.status_fd, F_SETFD, 0);
         snprintf(parent, sizeof(parent), "%d", (int)getppid());
         setenv(UPGRADE_ENV, env, 1);
         setenv(UPGRADE_PARENT_ENV, parent, 1);
@@ -911,6 +1070,7 @@ static void upgrade_done(void)
 {
     for (size_t i = 0; i < S.nlisten; i++)
         S.owns_sockets[i] = 0;
+    S.owns_status = 0;
     if (S.pidfile) {
         char old[4096];
         snprintf(old, sizeof(old), "%s.oldbin", S.pidfile);
@@ -956,6 +1116,14 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
 
     S.reload = reload_fn;
     S.argv = argv;
+    S.status_fd = -1;
+    S.started_ms = monotonic_ms();
+    S.totals = scoreboard_totals_create();
+    if (!S.totals) {
+        log_error("cannot map the status counters: %s", strerror(errno));
+        config_free(cfg);
+        return 1;
+    }
     ssize_t n = readlink("/proc/self/exe", S.exe, sizeof(S.exe) - 1);
     S.exe[n > 0 ? n : 0] = '\0';
     S.watchdog_ms = systemd_watchdog_usec() / 1000;
@@ -1002,6 +1170,7 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
             on_signal(sig, now);
         reap(now);
         check_ready();
+        status_spawn(now);
         if (S.state != RUNNING) {
             if (S.nprocs == 0)
                 break;
@@ -1017,6 +1186,7 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
         gen_free_unused();
         announce(now);
     }
+    status_stop();
     close_listeners();
     handoff_fini(&S.handoff);
     if (S.pidfile)

@@ -105,9 +105,9 @@ int worker_ids(const struct config *cfg, uid_t *uid, gid_t *gid)
     return 0;
 }
 
-/* Root only binds; workers serve as cfg->user. Serving as root takes
- * saying so (user = "root"): an app bug should not own the machine. */
-static int drop_privileges(const struct config *cfg)
+/* Serving as root takes saying so (user = "root"): an app bug should not
+ * own the machine. */
+int worker_drop_privileges(const struct config *cfg)
 {
     if (!cfg->user) {
         if (geteuid() != 0)
@@ -185,7 +185,7 @@ void worker_main(struct worker *w)
         log_error("eventfd: %s", strerror(errno));
         boot_failed();
     }
-    if (drop_privileges(w->cfg) < 0)
+    if (worker_drop_privileges(w->cfg) < 0)
         boot_failed();
     /* If the supervisor dies, its workers stop too. After the drop: the
      * kernel clears the death signal on a change of credentials. The

@@ -40,6 +40,7 @@ MODE = os.environ.get("FCGATE_MODE") or "sync"
 NGINX_BIN = "/usr/sbin/nginx"
 SITE_CONF = os.path.join(SOURCE, "nginx", "fcgate.conf")
 SITE_SOCKET = "unix:/run/fcgate/fcgate.sock"
+SITE_STATUS_SOCKET = "unix:/run/fcgate/status.sock"
 SITE_LISTEN = "127.0.0.1:8080"
 
 # Threads per worker in threads mode (the suite's fixed choice).
@@ -465,9 +466,10 @@ class Nginx:
     """An nginx that serves the repo's nginx/fcgate.conf site, pointed at
     one fcgate: the site file is copied with its socket path and listen
     address replaced. keepalive=N turns on upstream keep-alive (an upstream
-    `keepalive N;` and `fastcgi_keep_conn on;`)."""
+    `keepalive N;` and `fastcgi_keep_conn on;`). status: the status
+    socket its /fcgate-status location passes to."""
 
-    def __init__(self, tmp, upstream, keepalive=None):
+    def __init__(self, tmp, upstream, keepalive=None, status=None):
         self.dir = os.path.join(tmp, "nginx")
         os.makedirs(self.dir, exist_ok=True)
         self.port = free_port()
@@ -486,6 +488,9 @@ class Nginx:
         # fcgate's listen syntax is nginx's: "unix:/p", "127.0.0.1:9", "[::1]:9".
         site = site.replace(SITE_SOCKET, upstream)
         site = site.replace(SITE_LISTEN, "127.0.0.1:%d" % self.port)
+        if status:
+            assert SITE_STATUS_SOCKET in site, "no status location in " + SITE_CONF
+            site = site.replace(SITE_STATUS_SOCKET, status)
         if keepalive:
             site, n = re.subn(r"(?m)^upstream fcgate \{\n",
                               "upstream fcgate {\n    keepalive %d;\n" % keepalive, site, count=1)
@@ -1016,8 +1021,8 @@ class TestCase(unittest.TestCase):
             f.start()
         return f
 
-    def nginx(self, fcgate, keepalive=None, start=True):
-        n = Nginx(self.tmp, fcgate.listen, keepalive)
+    def nginx(self, fcgate, keepalive=None, start=True, status=None):
+        n = Nginx(self.tmp, fcgate.listen, keepalive, status)
         self.track(n, n.log_path, n.out_path)
         if start:
             n.start()

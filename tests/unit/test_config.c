@@ -234,6 +234,7 @@ static void test_config_example_file_equals_defaults(void **state)
     assert_null(c.log_access);
     assert_int_equal(c.max_params_bytes, d.max_params_bytes);
     assert_int_equal(c.max_body_bytes, d.max_body_bytes);
+    assert_null(c.status_listen);
     assert_string_equal(c.path, path);
     config_errors_free(&e);
     config_free(&c);
@@ -275,6 +276,7 @@ static void test_config_example_file_documents_every_key(void **state)
         "limits",
         "max_params_bytes",
         "max_body_bytes",
+        "status",
     };
     char *path = example_conf_path(), *text, pat[64];
     FILE *f = fopen(path, "r");
@@ -361,6 +363,33 @@ static void test_config_accepts_every_key(void **state)
     assert_int_equal(c.max_params_bytes, 1024);
     assert_int_equal(c.max_body_bytes, 0);
     config_free(&c);
+}
+
+/* The status endpoint: off by default, one address checked like
+ * listen's, and its own socket mode. */
+static void test_config_status_group(void **state)
+{
+    struct config c;
+
+    (void)state;
+    load_ok(&c, "");
+    assert_null(c.status_listen);
+    assert_int_equal(c.status_listen_mode, 0660);
+    config_free(&c);
+    load_ok(&c,
+            "status = { listen = \"unix:/run/fcgate/status.sock\"; listen_mode = \"0600\"; };\n");
+    assert_string_equal(c.status_listen, "unix:/run/fcgate/status.sock");
+    assert_int_equal(c.status_listen_mode, 0600);
+    config_free(&c);
+    load_ok(&c, "status = { listen = \"127.0.0.1:9001\"; };\n");
+    assert_string_equal(c.status_listen, "127.0.0.1:9001");
+    config_free(&c);
+    expect_one("status = { listen = \"nowhere\"; };\n",
+               NAME ":1: bad listen address 'nowhere': missing port (use HOST:PORT or unix:PATH)");
+    expect_one("status = { listen = \"unix:/x\"; path = \"/status\"; };\n",
+               NAME ":1: unknown key 'status.path'");
+    expect_one("status = \"unix:/x\";\n",
+               NAME ":1: 'status' must be a group, like status = { ... }");
 }
 
 /* Integer keys at their lowest and highest allowed values. */
@@ -1432,6 +1461,7 @@ int main(void)
         cmocka_unit_test(test_config_check_reports_unreadable_module),
         cmocka_unit_test(test_config_check_rejects_duplicate_listen),
         cmocka_unit_test(test_config_free_is_idempotent),
+        cmocka_unit_test(test_config_status_group),
         cmocka_unit_test(test_config_syntax_error_marks_file_unparsed),
     };
 

@@ -1,0 +1,343 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * status_page.c - the status page in its three forms, from a snapshot.
+ *
+ * Pure: the status process reads the scoreboards and the kernel into a
+ * struct status_snapshot; this file only formats it, so every form is
+ * unit-tested on made-up numbers. Metric names are stable and carry their
+ * unit; labels take only bounded values (status class, state, reason, and
+ * the configured listen addresses).
+ */
+#include "fcgate.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *const class_names[SCORE_CLASSES] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+static const char *const reason_names[RESTART_REASONS] = {"crash", "timeout", "recycle", "reload"};
+
+const char *status_state_name(enum status_state s)
+{
+    static const char *const names[STATE_COUNT] = {"idle", "busy", "stopping"};
+    return s < STATE_COUNT ? names[s] : "unknown";
+}
+
+/* One '&'-separated word of the query string, with or without a value. */
+static int has_word(const char *query, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *q = query; q && *q;) {
+        size_t len = strcspn(q, "&");
+        if (len >= n && strncmp(q, word, n) == 0 && (len == n || q[n] == '='))
+            return 1;
+        q += len;
+        if (*q == '&')
+            q++;
+    }
+    return 0;
+}
+
+enum status_format status_page_format(const char *query, const char *accept, int *full)
+{
+    *full = has_word(query, "full");
+    if (has_word(query, "json"))
+        return STATUS_JSON;
+    if (has_word(query, "openmetrics") ||
+        (accept && strstr(accept, "application/openmetrics-text")))
+        return STATUS_OPENMETRICS;
+    return STATUS_TEXT;
+}
+
+const char *status_page_content_type(enum status_format f)
+{
+    switch (f) {
+    case STATUS_JSON:
+        return "application/json";
+    case STATUS_OPENMETRICS:
+        return "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    case STATUS_TEXT:
+        break;
+    }
+    return "text/plain; charset=utf-8";
+}
+
+/* ---- output ---- */
+
+struct out {
+    struct codec_buf *b;
+    int failed;
+};
+
+__attribute__((format(printf, 2, 3))) static void put(struct out *o, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        o->failed = 1;
+    else if (!o->failed &&
+             codec_buf_append(o->b, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) <
+                 0)
+        o->failed = 1;
+}
+
+/* s as the inside of a JSON string (or an OpenMetrics label value, whose
+ * escapes are a subset: backslash, quote, newline). */
+static void put_escaped(struct out *o, const char *s, int json)
+{
+    char buf[512];
+    size_t n = 0;
+    for (; *s && n + 7 < sizeof(buf); s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            buf[n++] = '\\';
+            buf[n++] = (char)c;
+        } else if (c == '\n') {
+            buf[n++] = '\\';
+            buf[n++] = 'n';
+        } else if (c < 0x20) {
+            n += (size_t)snprintf(buf + n, sizeof(buf) - n, json ? "\\u%04x" : "?", c);
+        } else {
+            buf[n++] = (char)c;
+        }
+    }
+    buf[n] = '\0';
+    put(o, "%s", buf);
+}
+
+/* A worker process's slots are consecutive: [i, end). Its state is the
+ * busiest of its threads', stopping over all. */
+static size_t worker_end(const struct status_snapshot *s, size_t i, enum status_state *st,
+                         uint64_t *requests, unsigned *active)
+{
+    size_t end = i;
+    *st = STATE_IDLE;
+    *requests = 0;
+    *active = 0;
+    while (end < s->nslots && s->slots[end].pid == s->slots[i].pid &&
+           s->slots[end].generation == s->slots[i].generation) {
+        const struct status_slot *t = &s->slots[end++];
+        if (t->state > *st)
+            *st = t->state;
+        *requests += t->requests;
+        *active += t->active;
+    }
+    return end;
+}
+
+/* ---- text ---- */
+
+static void text_head(struct out *o, const struct status_snapshot *s)
+{
+    put(o, "fcgate %s, %s mode, supervisor pid %d, up %llu s\n", s->version, s->mode,
+        (int)s->supervisor, (unsigned long long)s->uptime_s);
+    put(o, "generation %u: %zu of %d workers ready\n", s->generation, s->ready,
+        s->workers_configured);
+    put(o, "workers: %zu idle, %zu busy, %zu stopping\n", s->workers[STATE_IDLE],
+        s->workers[STATE_BUSY], s->workers[STATE_STOPPING]);
+    put(o, "requests: %llu", (unsigned long long)s->requests_total);
+    for (size_t c = 0; c < SCORE_CLASSES; c++)
+        put(o, "%s%s %llu", c ? ", " : " (", class_names[c], (unsigned long long)s->by_class[c]);
+    put(o, ")\nrestarts:");
+    for (size_t r = 0; r < RESTART_REASONS; r++)
+        put(o, "%s %s %llu", r ? "," : "", reason_names[r], (unsigned long long)s->restarts[r]);
+    put(o, "; timeouts %llu\n\n", (unsigned long long)s->timeouts);
+    put(o, "%-40s %7s %7s\n", "LISTEN", "QUEUE", "MAX");
+    for (size_t i = 0; i < s->nlisten; i++)
+        put(o, "%-40s %7ld %7ld\n", s->listen[i].address, s->listen[i].queue,
+            s->listen[i].max_queue);
+}
+
+static void text_workers(struct out *o, const struct status_snapshot *s)
+{
+    put(o, "\n%-8s %4s %-9s %10s %7s\n", "PID", "GEN", "STATE", "REQUESTS", "ACTIVE");
+    for (size_t i = 0; i < s->nslots;) {
+        enum status_state st;
+        uint64_t requests;
+        unsigned active;
+        size_t end = worker_end(s, i, &st, &requests, &active);
+        put(o, "%-8d %4u %-9s %10llu %7u\n", (int)s->slots[i].pid, s->slots[i].generation,
+            status_state_name(st), (unsigned long long)requests, active);
+        i = end;
+    }
+}
+
+static void text_slots(struct out *o, const struct status_snapshot *s)
+{
+    put(o, "\n%-8s %4s %6s %-9s %10s %9s %9s  %s\n", "PID", "GEN", "THREAD", "STATE", "REQUESTS",
+        "RUNNING", "RSS_KB", "REQUEST");
+    for (size_t i = 0; i < s->nslots; i++) {
+        const struct status_slot *t = &s->slots[i];
+        put(o, "%-8d %4u %6zu %-9s %10llu %8.3fs %9llu  %s\n", (int)t->pid, t->generation,
+            t->thread, status_state_name(t->state), (unsigned long long)t->requests,
+            (double)t->running_ms / 1e3, (unsigned long long)(t->rss_bytes / 1024), t->what);
+    }
+}
+
+/* ---- JSON ---- */
+
+static void json_counts(struct out *o, const char *name, const char *const *names,
+                        const uint64_t *v, size_t n)
+{
+    put(o, ",\"%s\":{", name);
+    for (size_t i = 0; i < n; i++)
+        put(o, "%s\"%s\":%llu", i ? "," : "", names[i], (unsigned long long)v[i]);
+    put(o, "}");
+}
+
+static void json_listen(struct out *o, const struct status_snapshot *s)
+{
+    put(o, ",\"listen\":[");
+    for (size_t i = 0; i < s->nlisten; i++) {
+        put(o, "%s{\"address\":\"", i ? "," : "");
+        put_escaped(o, s->listen[i].address, 1);
+        put(o, "\",\"queue\":%ld,\"max_queue\":%ld}", s->listen[i].queue, s->listen[i].max_queue);
+    }
+    put(o, "]");
+}
+
+static void json_workers(struct out *o, const struct status_snapshot *s)
+{
+    put(o, ",\"workers\":[");
+    for (size_t i = 0; i < s->nslots;) {
+        enum status_state st;
+        uint64_t requests;
+        unsigned active;
+        size_t end = worker_end(s, i, &st, &requests, &active);
+        put(o, "%s{\"pid\":%d,\"generation\":%u,\"state\":\"%s\",\"requests\":%llu,\"active\":%u}",
+            i ? "," : "", (int)s->slots[i].pid, s->slots[i].generation, status_state_name(st),
+            (unsigned long long)requests, active);
+        i = end;
+    }
+    put(o, "]");
+}
+
+static void json_slots(struct out *o, const struct status_snapshot *s)
+{
+    put(o, ",\"slots\":[");
+    for (size_t i = 0; i < s->nslots; i++) {
+        const struct status_slot *t = &s->slots[i];
+        put(o,
+            "%s{\"pid\":%d,\"generation\":%u,\"thread\":%zu,\"state\":\"%s\",\"requests\":%llu,"
+            "\"active\":%u,\"running_seconds\":%.3f,\"rss_bytes\":%llu,\"request\":\"",
+            i ? "," : "", (int)t->pid, t->generation, t->thread, status_state_name(t->state),
+            (unsigned long long)t->requests, t->active, (double)t->running_ms / 1e3,
+            (unsigned long long)t->rss_bytes);
+        put_escaped(o, t->what, 1);
+        put(o, "\"}");
+    }
+    put(o, "]");
+}
+
+static void json_page(struct out *o, const struct status_snapshot *s, int full)
+{
+    uint64_t states[STATE_COUNT];
+    static const char *const state_names[STATE_COUNT] = {"idle", "busy", "stopping"};
+    for (size_t i = 0; i < STATE_COUNT; i++)
+        states[i] = s->workers[i];
+    put(o,
+        "{\"version\":\"%s\",\"mode\":\"%s\",\"pid\":%d,\"generation\":%u,\"uptime_seconds\":%llu,"
+        "\"workers_configured\":%d,\"workers_ready\":%zu,\"requests_total\":%llu",
+        s->version, s->mode, (int)s->supervisor, s->generation, (unsigned long long)s->uptime_s,
+        s->workers_configured, s->ready, (unsigned long long)s->requests_total);
+    json_counts(o, "requests_by_class", class_names, s->by_class, SCORE_CLASSES);
+    json_counts(o, "workers_by_state", state_names, states, STATE_COUNT);
+    json_counts(o, "restarts", reason_names, s->restarts, RESTART_REASONS);
+    put(o, ",\"timeouts_total\":%llu", (unsigned long long)s->timeouts);
+    json_listen(o, s);
+    json_workers(o, s);
+    if (full)
+        json_slots(o, s);
+    put(o, "}\n");
+}
+
+/* ---- OpenMetrics ---- */
+
+static void om_family(struct out *o, const char *name, const char *type, const char *help)
+{
+    put(o, "# TYPE %s %s\n# HELP %s %s\n", name, type, name, help);
+}
+
+static void om_histogram(struct out *o, const struct status_snapshot *s)
+{
+    const char *h = "fcgate_request_duration_seconds";
+    uint64_t cum = 0;
+    om_family(o, h, "histogram", "Time from a complete request to its last byte written.");
+    put(o, "# UNIT %s seconds\n", h);
+    for (size_t b = 0; b < SCORE_BUCKETS; b++) {
+        cum += s->duration_le[b];
+        if (b < SCORE_BUCKETS - 1)
+            put(o, "%s_bucket{le=\"%g\"} %llu\n", h, (double)scoreboard_bucket_us[b] / 1e6,
+                (unsigned long long)cum);
+        else
+            put(o, "%s_bucket{le=\"+Inf\"} %llu\n", h, (unsigned long long)cum);
+    }
+    put(o, "%s_count %llu\n%s_sum %.6f\n", h, (unsigned long long)cum, h,
+        (double)s->duration_us / 1e6);
+}
+
+static void om_listen(struct out *o, const struct status_snapshot *s, const char *name, int max)
+{
+    om_family(o, name, "gauge",
+              max ? "The backlog a listen socket was opened with."
+                  : "Connections waiting in a listen socket's accept queue (the kernel's count).");
+    for (size_t i = 0; i < s->nlisten; i++) {
+        long v = max ? s->listen[i].max_queue : s->listen[i].queue;
+        if (v < 0)
+            continue;
+        put(o, "%s{listen=\"", name);
+        put_escaped(o, s->listen[i].address, 0);
+        put(o, "\"} %ld\n", v);
+    }
+}
+
+static void om_page(struct out *o, const struct status_snapshot *s)
+{
+    om_family(o, "fcgate_requests", "counter", "Requests answered, by HTTP status class.");
+    for (size_t c = 0; c < SCORE_CLASSES; c++)
+        put(o, "fcgate_requests_total{status=\"%s\"} %llu\n", class_names[c],
+            (unsigned long long)s->by_class[c]);
+    om_histogram(o, s);
+    om_family(o, "fcgate_workers", "gauge", "Worker processes, by state.");
+    for (size_t i = 0; i < STATE_COUNT; i++)
+        put(o, "fcgate_workers{state=\"%s\"} %zu\n", status_state_name((enum status_state)i),
+            s->workers[i]);
+    om_family(o, "fcgate_workers_configured", "gauge", "Workers the configuration asks for.");
+    put(o, "fcgate_workers_configured %d\n", s->workers_configured);
+    om_listen(o, s, "fcgate_listen_queue", 0);
+    om_listen(o, s, "fcgate_listen_queue_max", 1);
+    om_family(o, "fcgate_worker_restarts", "counter", "Workers replaced, by reason.");
+    for (size_t r = 0; r < RESTART_REASONS; r++)
+        put(o, "fcgate_worker_restarts_total{reason=\"%s\"} %llu\n", reason_names[r],
+            (unsigned long long)s->restarts[r]);
+    om_family(o, "fcgate_timeouts", "counter",
+              "Requests (or silent threads) found running past timeout.");
+    put(o, "fcgate_timeouts_total %llu\n", (unsigned long long)s->timeouts);
+    om_family(o, "fcgate_uptime_seconds", "gauge", "Seconds since the supervisor started.");
+    put(o, "fcgate_uptime_seconds %llu\n", (unsigned long long)s->uptime_s);
+    put(o, "# EOF\n");
+}
+
+int status_page_render(struct codec_buf *out, const struct status_snapshot *s, enum status_format f,
+                       int full)
+{
+    struct out o = {.b = out, .failed = 0};
+    switch (f) {
+    case STATUS_JSON:
+        json_page(&o, s, full);
+        break;
+    case STATUS_OPENMETRICS:
+        om_page(&o, s);
+        break;
+    case STATUS_TEXT:
+        text_head(&o, s);
+        text_workers(&o, s);
+        if (full)
+            text_slots(&o, s);
+        break;
+    }
+    return o.failed ? -1 : 0;
+}

@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * test_status_page.c - the status page's forms (status_page.c) from a
+ * made-up snapshot: which form a request gets, the text table, the JSON
+ * keys, and OpenMetrics' families, cumulative buckets and # EOF.
+ */
+/* cmocka needs these first. */
+// clang-format off
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+// clang-format on
+
+#include "fcgate.h"
+
+#include <string.h>
+
+static struct status_slot slots[3] = {
+    {.pid = 101,
+     .generation = 2,
+     .thread = 0,
+     .state = STATE_BUSY,
+     .requests = 5,
+     .active = 1,
+     .what = "GET /slow \"x\"",
+     .running_ms = 1500,
+     .rss_bytes = 4096 * 1024},
+    {.pid = 101, .generation = 2, .thread = 1, .state = STATE_IDLE, .requests = 7},
+    {.pid = 99, .generation = 1, .thread = 0, .state = STATE_STOPPING, .requests = 30},
+};
+
+static void snapshot(struct status_snapshot *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->version = "9.9";
+    s->mode = "threads";
+    s->supervisor = 42;
+    s->generation = 2;
+    s->workers_configured = 1;
+    s->workers[STATE_BUSY] = 1;
+    s->workers[STATE_STOPPING] = 1;
+    s->ready = 1;
+    s->requests_total = 42;
+    s->by_class[1] = 40;
+    s->by_class[4] = 2;
+    s->duration_le[0] = 30;
+    s->duration_le[3] = 10;
+    s->duration_le[SCORE_BUCKETS - 1] = 2;
+    s->duration_us = 2500000;
+    s->restarts[RESTART_RELOAD] = 1;
+    s->timeouts = 3;
+    s->nlisten = 1;
+    strcpy(s->listen[0].address, "unix:/run/fcgate/fcgate.sock");
+    s->listen[0].queue = 50;
+    s->listen[0].max_queue = 511;
+    s->slots = slots;
+    s->nslots = 3;
+}
+
+static char *render(enum status_format f, int full, struct codec_buf *b)
+{
+    struct status_snapshot s;
+    snapshot(&s);
+    memset(b, 0, sizeof(*b));
+    assert_int_equal(status_page_render(b, &s, f, full), 0);
+    assert_int_equal(codec_buf_append(b, "", 1), 0);
+    return (char *)b->data;
+}
+
+static void test_status_page_format_from_query_and_accept(void **state)
+{
+    (void)state;
+    int full;
+    assert_int_equal(status_page_format("", NULL, &full), STATUS_TEXT);
+    assert_int_equal(full, 0);
+    assert_int_equal(status_page_format("json", NULL, &full), STATUS_JSON);
+    assert_int_equal(status_page_format("full&json", NULL, &full), STATUS_JSON);
+    assert_int_equal(full, 1);
+    assert_int_equal(status_page_format("openmetrics", NULL, &full), STATUS_OPENMETRICS);
+    assert_int_equal(
+        status_page_format("x=1", "application/openmetrics-text; version=1.0.0", &full),
+        STATUS_OPENMETRICS);
+    assert_int_equal(status_page_format("jsonp", "text/html", &full), STATUS_TEXT);
+    assert_int_equal(full, 0);
+}
+
+static void test_status_page_text_has_summary_queue_and_one_row_per_worker(void **state)
+{
+    (void)state;
+    struct codec_buf b;
+    const char *t = render(STATUS_TEXT, 0, &b);
+    assert_non_null(strstr(t, "generation 2: 1 of 1 workers ready\n"));
+    assert_non_null(strstr(t, "requests: 42 (1xx 0, 2xx 40, 3xx 0, 4xx 0, 5xx 2)"));
+    assert_non_null(strstr(t, "unix:/run/fcgate/fcgate.sock                  50     511\n"));
+    assert_non_null(strstr(t, "101         2 busy              12       1\n"));
+    assert_non_null(strstr(t, "99          1 stopping          30       0\n"));
+    assert_null(strstr(t, "GET /slow"));
+    codec_buf_free(&b);
+    t = render(STATUS_TEXT, 1, &b);
+    assert_non_null(strstr(t, "1.500s      4096  GET /slow \"x\"\n"));
+    codec_buf_free(&b);
+}
+
+static void test_status_page_json_keys_and_escapes(void **state)
+{
+    (void)state;
+    struct codec_buf b;
+    const char *j = render(STATUS_JSON, 1, &b);
+    assert_non_null(strstr(j, "\"requests_total\":42,"));
+    assert_non_null(strstr(j, "\"listen\":[{\"address\":\"unix:/run/fcgate/fcgate.sock\","
+                              "\"queue\":50,\"max_queue\":511}]"));
+    assert_non_null(strstr(j, "\"workers\":[{\"pid\":101,\"generation\":2,\"state\":\"busy\","
+                              "\"requests\":12,\"active\":1},{\"pid\":99,"));
+    assert_non_null(strstr(j, "\"request\":\"GET /slow \\\"x\\\"\""));
+    assert_non_null(
+        strstr(j, "\"restarts\":{\"crash\":0,\"timeout\":0,\"recycle\":0,\"reload\":1}"));
+    assert_string_equal(j + strlen(j) - 2, "}\n");
+    codec_buf_free(&b);
+}
+
+static void test_status_page_openmetrics_buckets_are_cumulative_and_end_in_eof(void **state)
+{
+    (void)state;
+    struct codec_buf b;
+    const char *m = render(STATUS_OPENMETRICS, 0, &b);
+    assert_non_null(strstr(m, "fcgate_requests_total{status=\"2xx\"} 40\n"));
+    assert_non_null(strstr(m, "fcgate_request_duration_seconds_bucket{le=\"0.005\"} 30\n"));
+    assert_non_null(strstr(m, "fcgate_request_duration_seconds_bucket{le=\"0.05\"} 40\n"));
+    assert_non_null(strstr(m, "fcgate_request_duration_seconds_bucket{le=\"10\"} 40\n"));
+    assert_non_null(strstr(m, "fcgate_request_duration_seconds_bucket{le=\"+Inf\"} 42\n"));
+    assert_non_null(strstr(m, "fcgate_request_duration_seconds_count 42\n"));
+    assert_non_null(strstr(m, "fcgate_request_duration_seconds_sum 2.500000\n"));
+    assert_non_null(strstr(m, "# UNIT fcgate_request_duration_seconds seconds\n"));
+    assert_non_null(strstr(m, "fcgate_workers{state=\"stopping\"} 1\n"));
+    assert_non_null(strstr(m, "fcgate_listen_queue{listen=\"unix:/run/fcgate/fcgate.sock\"} 50\n"));
+    assert_non_null(
+        strstr(m, "fcgate_listen_queue_max{listen=\"unix:/run/fcgate/fcgate.sock\"} 511\n"));
+    assert_non_null(strstr(m, "fcgate_worker_restarts_total{reason=\"reload\"} 1\n"));
+    assert_non_null(strstr(m, "fcgate_timeouts_total 3\n"));
+    assert_string_equal(m + strlen(m) - 6, "# EOF\n");
+    codec_buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_status_page_format_from_query_and_accept),
+        cmocka_unit_test(test_status_page_text_has_summary_queue_and_one_row_per_worker),
+        cmocka_unit_test(test_status_page_json_keys_and_escapes),
+        cmocka_unit_test(test_status_page_openmetrics_buckets_are_cumulative_and_end_in_eof),
+    };
+    return cmocka_run_group_tests_name("status_page", tests, NULL, NULL);
+}
