@@ -171,6 +171,12 @@ const char *status_state_name(enum status_state s);
 int status_page_render(struct codec_buf *out, const struct status_snapshot *s, enum status_format f,
                        int full);
 
+/* proc.c: another process as /proc shows it. */
+/* Its state letter ('R', 'S', 'T' stopped, 'Z' zombie, ...); 0: gone. */
+char proc_state(pid_t pid);
+/* Its resident set in bytes; 0: gone. */
+uint64_t proc_rss(pid_t pid);
+
 /* db.c: one sqlite connection per thread, opened lazily after fork. */
 void db_configure(const char *path);
 int db_run(int (*fn)(sqlite3 *db, void *arg), void *arg);

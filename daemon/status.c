@@ -34,40 +34,12 @@
  * says: the next client waits behind it. */
 #define STATUS_WAIT_MS 2000
 
-static uint64_t rss_of(pid_t pid)
-{
-    char path[64], buf[128];
-    unsigned long long size = 0, resident = 0;
-    snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    if (sscanf(buf, "%llu %llu", &size, &resident) != 2)
-        return 0;
-    return resident * (uint64_t)sysconf(_SC_PAGESIZE);
-}
-
 /* A worker the supervisor has not reaped yet (dead, or a zombie) keeps
  * its pid in the scoreboard until it is: not a worker any more. */
 static int alive(pid_t pid)
 {
-    char path[64], buf[512];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    const char *end = strrchr(buf, ')'); /* the name may hold anything */
-    return end && end[1] == ' ' && end[2] != 'Z' && end[2] != 'X';
+    char st = proc_state(pid);
+    return st && st != 'Z' && st != 'X';
 }
 
 static void slot_read(struct status_slot *o, const struct score_slot *s, uint64_t now)
@@ -127,7 +99,7 @@ static void collect_gen(struct status_snapshot *snap, const struct status_gen *g
         o->worker = i / sb->per_worker;
         o->thread = i % sb->per_worker;
         slot_read(o, s, now);
-        o->rss_bytes = snap->nslots > 1 && o[-1].pid == pid ? o[-1].rss_bytes : rss_of(pid);
+        o->rss_bytes = snap->nslots > 1 && o[-1].pid == pid ? o[-1].rss_bytes : proc_rss(pid);
     }
 }
 

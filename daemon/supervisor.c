@@ -496,18 +496,8 @@ static void reload(uint64_t now)
 /* SIGSTOPped (state T): none of its threads can finish anything. */
 static int stopped(pid_t pid)
 {
-    char path[64], buf[256];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    const char *end = strrchr(buf, ')'); /* the name may hold anything */
-    return end && (end[2] == 'T' || end[2] == 't');
+    char st = proc_state(pid);
+    return st == 'T' || st == 't';
 }
 
 /* Its other threads' requests did nothing wrong (uWSGI's harakiri kills
