@@ -67,15 +67,19 @@ static int unix_msg(const struct nlmsghdr *h, uint32_t ino, struct sockdiag_queu
 
 int sockdiag_unix_parse(const void *buf, size_t len, uint32_t ino, struct sockdiag_queue *out)
 {
-    const struct nlmsghdr *h = buf;
-    int left = len > INT32_MAX ? INT32_MAX : (int)len;
-    for (; NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+    /* NLMSG_OK/NLMSG_NEXT, written out: they compare an unsigned length
+     * with an int. */
+    for (size_t off = 0; len - off >= sizeof(struct nlmsghdr);) {
+        const struct nlmsghdr *h = (const void *)((const char *)buf + off);
+        if (h->nlmsg_len < sizeof(*h) || h->nlmsg_len > len - off)
+            break;
         if (h->nlmsg_type == NLMSG_DONE)
             return SOCKDIAG_DONE;
         if (h->nlmsg_type == NLMSG_ERROR)
             return SOCKDIAG_ERROR;
         if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY && unix_msg(h, ino, out))
             return SOCKDIAG_FOUND;
+        off += NLMSG_ALIGN(h->nlmsg_len);
     }
     return SOCKDIAG_MORE;
 }
