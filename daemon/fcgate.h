@@ -161,7 +161,7 @@ struct status_snapshot {
     struct status_slot *slots; /* every live thread slot, worker by worker */
     size_t nslots;
 };
-enum status_format { STATUS_TEXT, STATUS_JSON, STATUS_OPENMETRICS };
+enum status_format { STATUS_TEXT, STATUS_JSON, STATUS_OPENMETRICS, STATUS_HTML };
 /* From the query string ("json", "openmetrics", "full", combined with
  * '&') and the HTTP Accept header (may be NULL). *full for ?full. */
 enum status_format status_page_format(const char *query, const char *accept, int *full);

@@ -43,6 +43,8 @@ enum status_format status_page_format(const char *query, const char *accept, int
     *full = has_word(query, "full");
     if (has_word(query, "json"))
         return STATUS_JSON;
+    if (has_word(query, "html"))
+        return STATUS_HTML;
     if (has_word(query, "openmetrics") ||
         (accept && strstr(accept, "application/openmetrics-text")))
         return STATUS_OPENMETRICS;
@@ -56,6 +58,8 @@ const char *status_page_content_type(enum status_format f)
         return "application/json";
     case STATUS_OPENMETRICS:
         return "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    case STATUS_HTML:
+        return "text/html; charset=utf-8";
     case STATUS_TEXT:
         break;
     }
@@ -321,6 +325,90 @@ static void om_page(struct out *o, const struct status_snapshot *s)
     put(o, "# EOF\n");
 }
 
+/* ---- HTML: a page that draws itself from ?json every second ---- */
+
+/* Self-contained (no external asset): a worker grid coloured by state,
+ * the listen queues, and requests per second as a moving line. */
+static const char html_page[] =
+    "<!doctype html>\n"
+    "<html lang=\"en\"><head><meta charset=\"utf-8\"><title>fcgate status</title>\n"
+    "<style>\n"
+    "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}\n"
+    "h1{font-size:1.3em;margin:0 0 .3em}\n"
+    "#summary{color:#555;margin-bottom:1em}\n"
+    "#grid{display:flex;flex-wrap:wrap;gap:4px;margin:.5em 0 1em}\n"
+    ".w{width:64px;height:40px;border-radius:4px;font-size:11px;display:flex;align-items:center;"
+    "justify-content:center;color:#fff}\n"
+    ".idle{background:#3a7}.busy{background:#d83}.stopping{background:#888}\n"
+    "table{border-collapse:collapse}td,th{padding:2px 10px;text-align:left}\n"
+    "#err{color:#b00}\n"
+    "</style></head><body>\n"
+    "<h1>fcgate status</h1>\n"
+    "<div id=\"summary\">loading&hellip;</div>\n"
+    "<div><b id=\"workers-live\">0 workers</b> <span id=\"states\"></span></div>\n"
+    "<div id=\"grid\"></div>\n"
+    "<table id=\"listen\"><tr><th>listen</th><th>queue</th><th>max</th></tr></table>\n"
+    "<p>requests per second <b id=\"rps\">-</b></p>\n"
+    "<svg id=\"chart\" width=\"360\" height=\"60\" viewBox=\"0 0 360 60\"><polyline id=\"line\" "
+    "fill=\"none\" stroke=\"#37a\" stroke-width=\"2\" points=\"\"/></svg>\n"
+    "<p id=\"err\"></p>\n"
+    "<script>\n"
+    "\"use strict\";\n"
+    "var url = location.pathname + \"?json\", last = null, hist = [];\n"
+    "function text(id, s) { document.getElementById(id).textContent = s; }\n"
+    "function cell(tr, s) { var td = document.createElement(\"td\"); td.textContent = s; "
+    "tr.appendChild(td); }\n"
+    "function draw() {\n"
+    "  var max = Math.max.apply(null, hist.concat([1])), pts = [];\n"
+    "  for (var i = 0; i < hist.length; i++)\n"
+    "    pts.push((i * 6) + \",\" + (58 - 56 * hist[i] / max).toFixed(1));\n"
+    "  document.getElementById(\"line\").setAttribute(\"points\", pts.join(\" \"));\n"
+    "}\n"
+    "function show(s) {\n"
+    "  text(\"summary\", s.mode + \" mode, supervisor pid \" + s.pid + \", generation \" + "
+    "s.generation +\n"
+    "       \", up \" + s.uptime_seconds + \" s, \" + s.workers_ready + \" of \" + "
+    "s.workers_configured +\n"
+    "       \" workers ready, \" + s.requests_total + \" requests\");\n"
+    "  text(\"workers-live\", s.workers.length + \" workers\");\n"
+    "  var b = s.workers_by_state;\n"
+    "  text(\"states\", \"(\" + b.idle + \" idle, \" + b.busy + \" busy, \" + b.stopping + \" "
+    "stopping)\");\n"
+    "  var grid = document.getElementById(\"grid\");\n"
+    "  grid.textContent = \"\";\n"
+    "  s.workers.forEach(function (w) {\n"
+    "    var d = document.createElement(\"div\");\n"
+    "    d.className = \"w \" + w.state;\n"
+    "    d.title = \"pid \" + w.pid + \", generation \" + w.generation + \", \" + w.requests + \" "
+    "requests\";\n"
+    "    d.textContent = w.pid;\n"
+    "    grid.appendChild(d);\n"
+    "  });\n"
+    "  var t = document.getElementById(\"listen\");\n"
+    "  while (t.rows.length > 1) t.deleteRow(1);\n"
+    "  s.listen.forEach(function (l) {\n"
+    "    var tr = t.insertRow(-1);\n"
+    "    cell(tr, l.address); cell(tr, l.queue); cell(tr, l.max_queue);\n"
+    "  });\n"
+    "  var now = Date.now();\n"
+    "  if (last) {\n"
+    "    var rps = Math.max(0, (s.requests_total - last.n) * 1000 / (now - last.t));\n"
+    "    text(\"rps\", rps.toFixed(1));\n"
+    "    hist.push(rps);\n"
+    "    if (hist.length > 60) hist.shift();\n"
+    "    draw();\n"
+    "  }\n"
+    "  last = {n: s.requests_total, t: now};\n"
+    "}\n"
+    "function tick() {\n"
+    "  fetch(url, {cache: \"no-store\"}).then(function (r) { return r.json(); })\n"
+    "    .then(function (s) { text(\"err\", \"\"); show(s); })\n"
+    "    .catch(function (e) { text(\"err\", \"no answer: \" + e); });\n"
+    "}\n"
+    "tick();\n"
+    "setInterval(tick, 1000);\n"
+    "</script></body></html>\n";
+
 int status_page_render(struct codec_buf *out, const struct status_snapshot *s, enum status_format f,
                        int full)
 {
@@ -331,6 +419,10 @@ int status_page_render(struct codec_buf *out, const struct status_snapshot *s, e
         break;
     case STATUS_OPENMETRICS:
         om_page(&o, s);
+        break;
+    case STATUS_HTML:
+        if (codec_buf_append(out, html_page, sizeof(html_page) - 1) < 0)
+            o.failed = 1;
         break;
     case STATUS_TEXT:
         text_head(&o, s);

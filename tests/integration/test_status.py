@@ -7,11 +7,13 @@ while a reload drains; and `fcgate status` as a health check."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
+import unittest
 
 import harness
 from harness import FCGATE_BIN
@@ -237,6 +239,35 @@ class StatusTest(harness.TestCase):
         resp = harness.http_request(ng.port, "GET", "/fcgate-status", headers=accept)
         self.assertTrue(resp.header("Content-Type").startswith("application/openmetrics-text"))
         self.assertTrue(resp.body.endswith(b"# EOF\n"))
+
+    @unittest.skipUnless(shutil.which("chromium"), "needs Debian's chromium")
+    def test_html_page_renders_the_live_worker_count_in_a_browser(self):
+        sock = os.path.join(self.tmp, "status.sock")
+        fc = self.start(workers=3, status={"listen": "unix:" + sock, "listen_mode": "0666"})
+        ng = self.nginx(fc, status=self.status_spec)
+        resp = harness.http_request(ng.port, "GET", "/fcgate-status?html")
+        self.assertTrue(resp.header("Content-Type").startswith("text/html"))
+        self.assertNotIn(b"http", resp.body.split(b"<script>")[0])  # no external asset
+        # A real browser runs the page: it fetches ?json and draws the
+        # workers (3, not the 0 the page starts with).
+        profile = os.path.join(self.tmp, "chromium")
+        browser = subprocess.Popen(
+            ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--user-data-dir=" + profile, "--virtual-time-budget=5000", "--dump-dom",
+             "http://127.0.0.1:%d/fcgate-status?html" % ng.port],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            dom, err = browser.communicate(timeout=60)
+        finally:
+            # Its helper processes share its process group (its pid).
+            try:
+                os.killpg(browser.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            browser.wait()
+        self.assertIn('<b id="workers-live">3 workers</b>', dom, dom[-2000:] + err[-2000:])
+        self.assertEqual(dom.count('class="w idle"') + dom.count('class="w busy"'), 3)
 
     def restarts(self, reason, n, timeout=10):
         ok = harness.wait_until(lambda: self.status_json()["restarts"][reason] >= n, timeout)

@@ -82,6 +82,7 @@ static void test_status_page_format_from_query_and_accept(void **state)
     assert_int_equal(
         status_page_format("x=1", "application/openmetrics-text; version=1.0.0", &full),
         STATUS_OPENMETRICS);
+    assert_int_equal(status_page_format("html", NULL, &full), STATUS_HTML);
     assert_int_equal(status_page_format("jsonp", "text/html", &full), STATUS_TEXT);
     assert_int_equal(full, 0);
 }
@@ -143,6 +144,23 @@ static void test_status_page_openmetrics_buckets_are_cumulative_and_end_in_eof(v
     codec_buf_free(&b);
 }
 
+static void test_status_page_html_is_self_contained_and_reads_the_json(void **state)
+{
+    (void)state;
+    struct codec_buf b;
+    const char *h = render(STATUS_HTML, 0, &b);
+    assert_non_null(strstr(h, "<!doctype html>"));
+    assert_non_null(strstr(h, "location.pathname + \"?json\""));
+    assert_non_null(strstr(h, "setInterval(tick, 1000)"));
+    assert_non_null(strstr(h, "id=\"workers-live\""));
+    /* No external asset: no URL, no src= or href= anywhere. */
+    assert_null(strstr(h, "http"));
+    assert_null(strstr(h, "src="));
+    assert_null(strstr(h, "href="));
+    assert_string_equal(status_page_content_type(STATUS_HTML), "text/html; charset=utf-8");
+    codec_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -150,6 +168,7 @@ int main(void)
         cmocka_unit_test(test_status_page_text_has_summary_queue_and_one_row_per_worker),
         cmocka_unit_test(test_status_page_json_keys_and_escapes),
         cmocka_unit_test(test_status_page_openmetrics_buckets_are_cumulative_and_end_in_eof),
+        cmocka_unit_test(test_status_page_html_is_self_contained_and_reads_the_json),
     };
     return cmocka_run_group_tests_name("status_page", tests, NULL, NULL);
 }
