@@ -8,7 +8,7 @@ FCGATE_PACKAGES="build-essential cmake pkg-config libfcgi-dev libfcgi-bin libcon
   libsqlite3-dev libcmocka-dev nginx curl python3 iproute2 procps"
 # clang: sanitizers and fuzzers; debhelper, lintian, logrotate, systemd
 # (systemd-analyze): tests/packaging.
-FCGATE_TEST_PACKAGES="clang libclang-rt-14-dev debhelper lintian logrotate systemd man-db python3-prometheus-client chromium"
+FCGATE_TEST_PACKAGES="clang libclang-rt-14-dev debhelper lintian logrotate systemd man-db python3-prometheus-client chromium prometheus"
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
