@@ -240,6 +240,10 @@ p("Written by `tests/bench/run.sh` (%s UTC start, %d min %02d s). Every number b
   "from this one run; rerun the script to refresh the page."
   % (env.get("STARTED_UTC", "?"), int(env.get("ELAPSED", "0")) // 60, int(env.get("ELAPSED", "0")) % 60))
 p("")
+p("What the status endpoint costs (each mode with `status` off and on, and a status request "
+  "while every worker is stopped) is measured separately by `tests/bench/status_cost.sh`: "
+  "[status-cost.md](status-cost.md).")
+p("")
 warn = []
 if DURATION < 8:
     warn.append("a **short trial run** (DURATION=%d s per point instead of 8)" % DURATION)
