@@ -306,8 +306,12 @@ static size_t thread_of(const struct bengine *E, const struct score_slot *slot)
     return (size_t)(slot - scoreboard_slot(E->w->sb, E->w->row, 0));
 }
 
+/* Only a mode that retires on timeout rescues (sync has no other thread
+ * to do it): the others take no lock for it on the request path. */
 static void set_serving(struct bengine *E, const struct score_slot *slot, struct bconn *b)
 {
+    if (!E->w->engine->retire_on_timeout)
+        return;
     pthread_mutex_lock(&E->mu);
     E->serving[thread_of(E, slot)] = b;
     pthread_mutex_unlock(&E->mu);
