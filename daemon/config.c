@@ -321,6 +321,35 @@ static void set_size(struct loader *L, const config_setting_t *s, const struct k
         *FIELD(L->c, k, size_t) = (size_t)v;
 }
 
+/* Seconds with a fraction (5, 0.5), stored as milliseconds in an
+ * unsigned; min and max are milliseconds. */
+static void set_seconds_ms(struct loader *L, const config_setting_t *s, const struct key *k)
+{
+    double v;
+
+    switch (config_setting_type(s)) {
+    case CONFIG_TYPE_INT:
+        v = config_setting_get_int(s);
+        break;
+    case CONFIG_TYPE_INT64:
+        v = (double)config_setting_get_int64(s);
+        break;
+    case CONFIG_TYPE_FLOAT:
+        v = config_setting_get_float(s);
+        break;
+    default:
+        err_at(L, s, "'%s' must be a number of seconds, like 5 or 0.5", k->path);
+        return;
+    }
+    double ms = v * 1000.0;
+    if (!(ms >= (double)k->min && ms <= (double)k->max)) {
+        err_at(L, s, "'%s' must be between %g and %g seconds, not %g", k->path,
+               (double)k->min / 1e3, (double)k->max / 1e3, v);
+        return;
+    }
+    *FIELD(L->c, k, unsigned) = (unsigned)(ms + 0.5);
+}
+
 static const char *get_str(struct loader *L, const config_setting_t *s, const struct key *k)
 {
     if (config_setting_type(s) != CONFIG_TYPE_STRING) {
@@ -681,6 +710,12 @@ static const struct key status_keys[] = {
     {NULL, NULL, NULL, 0, 0, 0, NULL},
 };
 
+static const struct key slowlog_keys[] = {
+    {"file", "slowlog.file", set_str_opt, OFF(slowlog_file), 0, 0, NULL},
+    {"timeout", "slowlog.timeout", set_seconds_ms, OFF(slowlog_timeout_ms), 1, 86400000, NULL},
+    {NULL, NULL, NULL, 0, 0, 0, NULL},
+};
+
 static const struct key root_keys[] = {
     {"listen", "listen", set_listen, 0, 0, 0, NULL},
     {"listen_backlog", "listen_backlog", set_int, OFF(listen_backlog), 1, 65535, NULL},
@@ -707,6 +742,7 @@ static const struct key root_keys[] = {
     {"log", "log", set_group, 0, 0, 0, log_keys},
     {"limits", "limits", set_group, 0, 0, 0, limits_keys},
     {"status", "status", set_group, 0, 0, 0, status_keys},
+    {"slowlog", "slowlog", set_group, 0, 0, 0, slowlog_keys},
     {NULL, NULL, NULL, 0, 0, 0, NULL},
 };
 
@@ -977,6 +1013,7 @@ int config_defaults(struct config *c)
     c->listen_backlog = 1024;
     c->listen_mode = 0660;
     c->status_listen_mode = 0660;
+    c->slowlog_timeout_ms = 5000;
     c->umask = 022;
     c->mode = MODE_THREADS;
     c->workers = 4;
@@ -1220,6 +1257,7 @@ void config_free(struct config *c)
     free(c->group);
     free(c->pidfile);
     free(c->status_listen);
+    free(c->slowlog_file);
     free(c->app_module);
     free(c->app_module_origin);
     free(c->app_database);

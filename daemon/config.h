@@ -58,6 +58,8 @@ struct config {
 
     char *status_listen;         /* the status socket; NULL: no status endpoint */
     unsigned status_listen_mode; /* its permission bits (unix), default 0660 */
+    char *slowlog_file;          /* the slow log; NULL: off */
+    unsigned slowlog_timeout_ms; /* a request running longer is logged, 1 ms..86400 s */
 
     size_t max_params_bytes; /* 1024..16 MiB */
     size_t max_body_bytes;   /* 0..4 GiB */

@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -58,6 +59,8 @@ struct aconn {
     int timer_fired;   /* the timer resumed it (not readiness) */
     int done;
     int in_pool;               /* waiting for a blocking-pool job */
+    uint64_t wait_since_ms;    /* it last yielded to the loop */
+    uint64_t slow_start_ms;    /* start_ms of its request the slow log has seen */
     struct aconn *prev, *next; /* all connections, or the free list */
 };
 
@@ -76,7 +79,7 @@ struct loop {
     uint64_t accept_retry_us; /* out of descriptors: accept again then, 0: not paused */
     struct aconn **heap;
     size_t nheap, capheap;
-    uint64_t next_timeout_check;
+    uint64_t next_timeout_check, next_slow_check;
     int have_pwait2;
     int pool_busy; /* jobs queued: look at the pool within 1 ms */
 };
@@ -145,6 +148,7 @@ static void timer_del(struct loop *L, struct aconn *a)
 
 static void yield(struct aconn *a)
 {
+    a->wait_since_ms = monotonic_ms();
     coro_switch(&a->co, &a->L->main);
 }
 
@@ -585,6 +589,53 @@ static void loop_fini(struct loop *L)
         close(L->ep);
 }
 
+/* What a suspended request waits for, for the slow log. */
+static void describe_wait(const struct aconn *a, char *buf, size_t len)
+{
+    if (a->in_pool)
+        snprintf(buf, len, "the database (fcgate_db, a blocking-pool job)");
+    else if (a->waiting_fd)
+        snprintf(buf, len, "a descriptor (fcgate_wait_fd)");
+    else if (a->want)
+        snprintf(buf, len, "the FastCGI connection (%s)",
+                 a->want & EPOLLOUT ? "writing the response" : "reading the request");
+    else if (a->heap_idx)
+        snprintf(buf, len, "fcgate_sleep (%.3f s left)",
+                 a->deadline > monotonic_us() ? (double)(a->deadline - monotonic_us()) / 1e6 : 0.0);
+    else
+        snprintf(buf, len, "its turn on the event loop");
+}
+
+/* slowlog.timeout in async mode: a request waiting (not holding the loop)
+ * is reported by what it waits on; one holding the loop is the
+ * supervisor's to report, with the loop thread's stack. */
+static void check_slow(struct loop *L)
+{
+    const struct config *cfg = L->w->cfg;
+    uint64_t now = monotonic_ms();
+    if (!cfg->slowlog_file || !log_slow_enabled() || now < L->next_slow_check)
+        return;
+    L->next_slow_check = now + 100;
+    for (struct aconn *a = L->conns; a; a = a->next) {
+        const struct req_chan *ch = &a->c.ch;
+        if (!ch->method || a->slow_start_ms == ch->start_ms ||
+            now - ch->start_ms < cfg->slowlog_timeout_ms)
+            continue;
+        a->slow_start_ms = ch->start_ms;
+        char what[96];
+        describe_wait(a, what, sizeof(what));
+        struct log_entry le;
+        log_entry_start(&le);
+        log_entry_add(&le, "pid %d generation %u worker %zu (async mode)", (int)getpid(),
+                      L->w->generation, L->w->index);
+        log_entry_add(&le, "request: %s", ch->what);
+        log_entry_add(&le, "running: %.3f s", (double)(now - ch->start_ms) / 1e3);
+        log_entry_add(&le, "waiting on: %s, for %.3f s", what,
+                      (double)(now - a->wait_since_ms) / 1e3);
+        log_entry_write(&le);
+    }
+}
+
 static void async_run(struct worker *w)
 {
     struct loop L;
@@ -593,7 +644,7 @@ static void async_run(struct worker *w)
         loop_fini(&L);
         return;
     }
-    scoreboard_thread_enter(L.slot);
+    scoreboard_thread_enter(L.slot, scoreboard_stack(w->sb, w->row));
     while (!L.stopping || L.nconns > 0) {
         struct epoll_event evs[256];
         int n = loop_wait(&L, evs, 256);
@@ -608,6 +659,7 @@ static void async_run(struct worker *w)
             on_event(&L, &evs[i]);
         run_timers(&L);
         check_timeouts(&L);
+        check_slow(&L);
         free_retired(&L);
         L.pool_busy = pool_kick(&L.pool);
         if (L.accept_retry_us && monotonic_us() >= L.accept_retry_us) {

@@ -435,7 +435,7 @@ static void dispatch(struct bengine *E, const struct epoll_event *ev, struct sco
 static void serve_thread(struct bengine *E, struct score_slot *slot)
 {
     struct worker *w = E->w;
-    scoreboard_thread_enter(slot);
+    scoreboard_thread_enter(slot, scoreboard_stack(w->sb, w->row));
     for (;;) {
         int stopping = drain_stopping(w);
         if (stopping) {

@@ -4,7 +4,7 @@
  *
  * The files are layers; each uses only the ones listed before it:
  *
- *   scoreboard.c db.c (and the leaves: codec, config, log, handoff, ...)
+ *   scoreboard.c db.c stack.c (and the leaves: codec, config, log, ...)
  *   request.c    one request behind the app API; knows no socket
  *   conn.c       one FastCGI connection: bytes, codec, requests
  *   intake.c     where connections come from: listen sockets, hand-over
@@ -56,18 +56,33 @@ struct score_slot {
     _Atomic uint64_t by_class[SCORE_CLASSES];    /* answered 1xx..5xx */
     _Atomic uint64_t duration_le[SCORE_BUCKETS]; /* per bucket, not cumulative */
     _Atomic uint64_t duration_us;                /* sum of all durations */
+    _Atomic pid_t tid;        /* the thread serving through it (gettid), 0: none */
+    _Atomic uint64_t slow_ms; /* start_ms of the request the slow log has seen */
     char method[12]; /* of the current request; racy reads are tolerated */
     char path[116];
 };
 
+/* A stack asked of one thread of a worker (stack.c): the supervisor sets
+ * tid, bumps asked and signals the thread (SIG_STACK); the thread's
+ * handler writes text and sets done to asked. One per worker. */
+#define STACK_TEXT 4096
+struct score_stack {
+    _Atomic pid_t tid;
+    _Atomic unsigned asked, done;
+    char text[STACK_TEXT]; /* "#0 0xADDR function+0xOFF (object)" lines */
+};
+#define SIG_STACK (SIGRTMIN + 4)
+
 struct scoreboard {
     struct score_slot *slots;
+    struct score_stack *stacks; /* one per worker row */
     size_t nslots, per_worker;
 };
 
 int scoreboard_create(struct scoreboard *sb, size_t workers, size_t per_worker);
 void scoreboard_destroy(struct scoreboard *sb);
 struct score_slot *scoreboard_slot(const struct scoreboard *sb, size_t worker, size_t thread);
+struct score_stack *scoreboard_stack(const struct scoreboard *sb, size_t worker);
 void scoreboard_begin(struct score_slot *s, const char *method, const char *path);
 /* The request ended with HTTP status and took duration_us. */
 void scoreboard_end(struct score_slot *s, int status, uint64_t duration_us);
@@ -96,8 +111,19 @@ void scoreboard_beat(struct score_slot *s);
 /* The calling thread serves through slot: a crash on it (SIGSEGV, also on
  * a stack overflow, through an alternate signal stack) marks the slot, so
  * the supervisor blames the right request. */
-void scoreboard_thread_enter(struct score_slot *slot);
+void scoreboard_thread_enter(struct score_slot *slot, struct score_stack *stack);
 void scoreboard_thread_leave(void);
+/* The SIG_STACK handler: the calling thread's stack into its worker's
+ * score_stack, if it is the thread asked. */
+void scoreboard_stack_signal(int sig, siginfo_t *si, void *ucontext);
+
+/* stack.c: symbolized stacks from inside the thread. stack_init reads the
+ * symbol tables of every object loaded now (module_path names the app
+ * module, loaded from a memfd); stack_capture is async-signal-safe: the
+ * frames from the interrupted instruction (ucontext) down, one per line,
+ * into buf. Returns the length written. */
+void stack_init(const char *module_path);
+size_t stack_capture(char *buf, size_t cap, const void *ucontext);
 /* The guard page of the coroutine stack the thread runs on now (async),
  * NULL between coroutines: a fault there is a stack overflow. */
 void scoreboard_thread_guard(const void *lo, const void *hi);

@@ -38,10 +38,10 @@ struct log_target {
 
 static struct {
     int level;
-    struct log_target error, access;
-    char *error_path, *access_path;
+    struct log_target error, access, slow;
+    char *error_path, *access_path, *slow_path;
     char role[32];
-} lg = {FCGATE_LOG_INFO, {2, -1}, {-1, -1}, NULL, NULL, "main"};
+} lg = {FCGATE_LOG_INFO, {2, -1}, {-1, -1}, {-1, -1}, NULL, NULL, NULL, "main"};
 
 static const char *level_name(int level)
 {
@@ -108,39 +108,64 @@ static int open_target(const char *path, struct log_target *t, char *err, size_t
     return 0;
 }
 
-int log_open(int level, const char *error_path, const char *access_path)
+static void set_path(char **field, const char *path)
+{
+    free(*field);
+    *field = path ? strdup(path) : NULL;
+}
+
+/* An optional file: off when path is NULL. */
+static int open_optional(const char *path, struct log_target *t)
+{
+    char err[4200];
+    if (!path) {
+        swap_fd(t, -1);
+        return 0;
+    }
+    if (open_target(path, t, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    return 0;
+}
+
+int log_open(int level, const char *error_path, const char *access_path, const char *slow_path)
 {
     char err[4200];
     int rc = 0;
 
-    free(lg.error_path);
-    free(lg.access_path);
-    lg.error_path = error_path ? strdup(error_path) : NULL;
-    lg.access_path = access_path ? strdup(access_path) : NULL;
+    set_path(&lg.error_path, error_path);
+    set_path(&lg.access_path, access_path);
+    set_path(&lg.slow_path, slow_path);
     lg.level = level;
     if (open_target(lg.error_path, &lg.error, err, sizeof(err)) < 0) {
         log_error("%s", err);
         rc = -1;
     }
-    if (!lg.access_path) {
-        swap_fd(&lg.access, -1);
-    } else if (open_target(lg.access_path, &lg.access, err, sizeof(err)) < 0) {
-        log_error("%s", err);
+    if (open_optional(lg.access_path, &lg.access) < 0)
         rc = -1;
-    }
+    if (open_optional(lg.slow_path, &lg.slow) < 0)
+        rc = -1;
     return rc;
+}
+
+/* The error log's NULL path is stderr; the others' is off. */
+static int reopen_one(const char *name, const char *path, struct log_target *t, int optional)
+{
+    char err[4200];
+    if (optional && !path)
+        return 0;
+    if (open_target(path, t, err, sizeof(err)) == 0)
+        return 0;
+    log_error("reopening the %s log: %s; still writing to the old file", name, err);
+    return -1;
 }
 
 int log_reopen(void)
 {
-    char err[4200];
-    int rc = open_target(lg.error_path, &lg.error, err, sizeof(err));
-    if (rc < 0)
-        log_error("reopening the error log: %s; still writing to the old file", err);
-    if (lg.access_path && open_target(lg.access_path, &lg.access, err, sizeof(err)) < 0) {
-        log_error("reopening the access log: %s; still writing to the old file", err);
-        rc = -1;
-    }
+    int rc = reopen_one("error", lg.error_path, &lg.error, 0);
+    rc |= reopen_one("access", lg.access_path, &lg.access, 1);
+    rc |= reopen_one("slow", lg.slow_path, &lg.slow, 1);
     return rc;
 }
 
@@ -169,6 +194,8 @@ int log_chown(uid_t uid, gid_t gid)
 {
     int rc = chown_target(&lg.error, lg.error_path, uid, gid);
     if (chown_target(&lg.access, lg.access_path, uid, gid) < 0)
+        rc = -1;
+    if (chown_target(&lg.slow, lg.slow_path, uid, gid) < 0)
         rc = -1;
     return rc;
 }
@@ -229,6 +256,46 @@ static void vlog(int level, const char *fmt, va_list ap)
     line[n++] = '\n';
     (void)!write(atomic_load(&lg.error.fd), line, n);
     errno = saved;
+}
+
+/* ---- the slow log: entries of several lines, each written whole ---- */
+
+void log_entry_start(struct log_entry *e)
+{
+    struct timespec ts;
+    struct tm tm;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    e->n = strftime(e->buf, sizeof(e->buf), "%Y-%m-%dT%H:%M:%S", &tm);
+    e->n += (size_t)snprintf(e->buf + e->n, sizeof(e->buf) - e->n, ".%03ldZ ",
+                             ts.tv_nsec / 1000000);
+}
+
+void log_entry_add(struct log_entry *e, const char *fmt, ...)
+{
+    size_t room = sizeof(e->buf) - e->n;
+    if (room < 2)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(e->buf + e->n, room, fmt, ap);
+    va_end(ap);
+    size_t len = m < 0 ? 0 : (size_t)m >= room - 1 ? room - 2 : (size_t)m;
+    e->n += escape_controls(e->buf + e->n, len, room - 1);
+    e->buf[e->n++] = '\n';
+}
+
+int log_slow_enabled(void)
+{
+    return atomic_load(&lg.slow.fd) >= 0;
+}
+
+void log_entry_write(const struct log_entry *e)
+{
+    int fd = atomic_load(&lg.slow.fd);
+    if (fd >= 0)
+        (void)!write(fd, e->buf, e->n);
 }
 
 void log_write(int level, const char *fmt, ...)

@@ -12,13 +12,14 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* Opens the error log ("-": stderr) and the access log (NULL: off, "-":
- * stderr) at the given level. Before it is called, lines go to stderr at
- * info level. A path that is a symbolic link is refused. 0, or -1 with the
- * reason logged (to the error log in use: stderr at start). */
-int log_open(int level, const char *error_path, const char *access_path);
+/* Opens the error log ("-": stderr), the access log and the slow log
+ * (NULL: off, "-": stderr) at the given level. Before it is called, lines
+ * go to stderr at info level. A path that is a symbolic link is refused.
+ * 0, or -1 with the reason logged (to the error log in use: stderr at
+ * start). */
+int log_open(int level, const char *error_path, const char *access_path, const char *slow_path);
 
-/* Reopens both files (logrotate, USR1); a file that cannot be reopened
+/* Reopens the files (logrotate, USR1); a file that cannot be reopened
  * (or is now a symbolic link) keeps its old descriptor. 0 or -1 (logged). */
 int log_reopen(void);
 
@@ -44,6 +45,18 @@ void log_write(int level, const char *fmt, ...) FCGATE_PRINTF(2, 3);
 
 /* Logs at error level and exits 1. Only before serving. */
 void log_fatal(const char *fmt, ...) FCGATE_PRINTF(1, 2) __attribute__((noreturn));
+
+/* A slow-log entry: a time stamp, then lines; written in one write(2)
+ * (whole, like every log line), cut at the buffer's end. */
+struct log_entry {
+    char buf[8192];
+    size_t n;
+};
+void log_entry_start(struct log_entry *e);
+/* One line (control bytes escaped, newline added). */
+void log_entry_add(struct log_entry *e, const char *fmt, ...) FCGATE_PRINTF(2, 3);
+int log_slow_enabled(void);
+void log_entry_write(const struct log_entry *e);
 
 /* True when the access log is on. */
 int log_access_enabled(void);

@@ -246,7 +246,7 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return 0;
     }
-    if (log_open(cfg.log_level, cfg.log_error, cfg.log_access) < 0) {
+    if (log_open(cfg.log_level, cfg.log_error, cfg.log_access, cfg.slowlog_file) < 0) {
         config_free(&cfg);
         return 1;
     }

@@ -10,6 +10,7 @@
  */
 #include "fcgate.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,16 +32,25 @@ uint64_t monotonic_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+static void *shared(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
 int scoreboard_create(struct scoreboard *sb, size_t workers, size_t per_worker)
 {
     size_t n = workers * per_worker;
-    void *p = mmap(NULL, n * sizeof(struct score_slot), PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return -1;
-    sb->slots = p;
+    sb->slots = shared(n * sizeof(struct score_slot));
+    sb->stacks = shared(workers * sizeof(struct score_stack));
     sb->nslots = n;
     sb->per_worker = per_worker;
+    if (!sb->slots || !sb->stacks) {
+        int e = errno;
+        scoreboard_destroy(sb);
+        errno = e;
+        return -1;
+    }
     return 0;
 }
 
@@ -48,7 +58,14 @@ void scoreboard_destroy(struct scoreboard *sb)
 {
     if (sb->slots)
         munmap(sb->slots, sb->nslots * sizeof(struct score_slot));
+    if (sb->stacks && sb->per_worker)
+        munmap(sb->stacks, sb->nslots / sb->per_worker * sizeof(struct score_stack));
     memset(sb, 0, sizeof(*sb));
+}
+
+struct score_stack *scoreboard_stack(const struct scoreboard *sb, size_t worker)
+{
+    return &sb->stacks[worker];
 }
 
 struct score_slot *scoreboard_slot(const struct scoreboard *sb, size_t worker, size_t thread)
@@ -125,6 +142,8 @@ void scoreboard_beat(struct score_slot *s)
 }
 
 static _Thread_local struct score_slot *thread_slot;
+static _Thread_local struct score_stack *thread_stack;
+static _Thread_local pid_t thread_tid;
 static _Thread_local void *thread_altstack;
 static _Thread_local const char *guard_lo, *guard_hi;
 
@@ -134,9 +153,12 @@ void scoreboard_thread_guard(const void *lo, const void *hi)
     guard_hi = hi;
 }
 
-void scoreboard_thread_enter(struct score_slot *slot)
+void scoreboard_thread_enter(struct score_slot *slot, struct score_stack *stack)
 {
     thread_slot = slot;
+    thread_stack = stack;
+    thread_tid = gettid();
+    atomic_store(&slot->tid, thread_tid);
     scoreboard_beat(slot);
     size_t size = SIGSTKSZ < 65536 ? 65536 : SIGSTKSZ;
     thread_altstack = malloc(size);
@@ -152,7 +174,26 @@ void scoreboard_thread_leave(void)
     sigaltstack(&ss, NULL);
     free(thread_altstack);
     thread_altstack = NULL;
+    if (thread_slot)
+        atomic_store(&thread_slot->tid, 0);
     thread_slot = NULL;
+    thread_stack = NULL;
+}
+
+void scoreboard_stack_signal(int sig, siginfo_t *si, void *ucontext)
+{
+    (void)sig;
+    (void)si;
+    struct score_stack *st = thread_stack;
+    int saved = errno;
+    if (st && atomic_load(&st->tid) == thread_tid) {
+        unsigned asked = atomic_load(&st->asked);
+        if (atomic_load(&st->done) != asked) {
+            stack_capture(st->text, sizeof(st->text), ucontext);
+            atomic_store(&st->done, asked);
+        }
+    }
+    errno = saved;
 }
 
 void scoreboard_thread_crashed(const void *fault_addr)

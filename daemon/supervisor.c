@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,6 +37,10 @@
 #define MAX_GENERATIONS 8
 #define FAST_STOP_MS 2000
 #define ABORT_GRACE_MS 1000
+/* A thread asked for its stack answers within microseconds unless it is
+ * stopped or stuck in the kernel; this long at most, then it is reported
+ * without one. */
+#define STACK_WAIT_MS 500
 
 enum state {
     RUNNING,
@@ -51,6 +56,17 @@ struct generation {
     int retiring;
 };
 
+/* A stack asked of a worker's thread (stack.c) and what to do with it. */
+enum { STACK_SLOWLOG = 1, STACK_ERRLOG = 2 };
+struct stack_ask {
+    uint64_t asked_ms; /* 0: none pending */
+    size_t slot;       /* in the worker's row */
+    unsigned to;       /* STACK_SLOWLOG | STACK_ERRLOG */
+    int then_abort;    /* then SIGABRT (a timeout in a mode that kills) */
+    uint64_t ran_ms;   /* how long its request had run when asked */
+    char what[140];    /* "METHOD /path", when asked */
+};
+
 struct proc {
     pid_t pid;
     struct generation *gen;
@@ -62,6 +78,7 @@ struct proc {
     uint64_t abort_ms; /* SIGABRT sent (timeout): SIGKILL after ABORT_GRACE_MS */
     size_t timed_out;  /* 1 + the scoreboard slot over `timeout`; 0: none */
     int ready;
+    struct stack_ask ask; /* a stack asked of one of its threads */
 };
 
 static struct {
@@ -478,7 +495,7 @@ static void reload(uint64_t now)
         (!cfg.status_listen || !S.cur->cfg.status_listen ||
          strcmp(cfg.status_listen, S.cur->cfg.status_listen) != 0))
         log_warn("reload: status.listen changed; it takes effect on restart or upgrade");
-    log_open(cfg.log_level, cfg.log_error, cfg.log_access);
+    log_open(cfg.log_level, cfg.log_error, cfg.log_access, cfg.slowlog_file);
     chown_logs(&cfg);
     struct generation *old = S.cur, *g = gen_new(&cfg);
     if (!g) {
@@ -500,6 +517,131 @@ static int stopped(pid_t pid)
     return st == 'T' || st == 't';
 }
 
+/* ---- stacks: the slow log, and what a timeout reports ---- */
+
+/* Asks thread `slot` of p for its stack: its handler (scoreboard.c) writes
+ * it into the worker's score_stack; deliver_stack picks it up. */
+static void ask_stack(struct proc *p, size_t slot, unsigned to, int then_abort, uint64_t now)
+{
+    struct score_slot *s = scoreboard_slot(&p->gen->sb, p->row, slot);
+    struct stack_ask *a = &p->ask;
+    if (a->asked_ms) { /* one at a time: add to the one in flight */
+        a->to |= to;
+        a->then_abort |= then_abort;
+        return;
+    }
+    *a = (struct stack_ask){.asked_ms = now, .slot = slot, .to = to, .then_abort = then_abort};
+    uint64_t start = atomic_load(&s->start_ms);
+    a->ran_ms = start && now > start ? now - start : 0;
+    snprintf(a->what, sizeof(a->what), "%.12s %.116s", s->method, s->path);
+    struct score_stack *st = scoreboard_stack(&p->gen->sb, p->row);
+    pid_t tid = atomic_load(&s->tid);
+    atomic_store(&st->tid, tid);
+    atomic_fetch_add(&st->asked, 1);
+    if (tid <= 0 || syscall(SYS_tgkill, p->pid, tid, SIG_STACK) < 0)
+        a->asked_ms = now - STACK_WAIT_MS; /* no answer will come: report now */
+}
+
+static void slow_entry(const struct proc *p, const char *stack, const char *missing)
+{
+    const struct stack_ask *a = &p->ask;
+    const struct engine *e = engine_for(p->gen->cfg.mode);
+    struct log_entry le;
+    log_entry_start(&le);
+    log_entry_add(&le, "pid %d generation %u worker %zu %s %zu (%s mode)", (int)p->pid,
+                  p->gen->id, p->index, e->unit, a->slot, e->name);
+    log_entry_add(&le, "request: %s", a->what);
+    if (e->retire_on_timeout || strcmp(e->name, "sync") == 0)
+        log_entry_add(&le, "running: %.3f s", (double)a->ran_ms / 1e3);
+    else
+        log_entry_add(&le, "running: %.3f s holding the event loop (no other request of "
+                      "this worker runs)", (double)a->ran_ms / 1e3);
+    if (missing) {
+        log_entry_add(&le, "stack: not captured: %s", missing);
+    } else {
+        log_entry_add(&le, "stack:");
+        for (const char *l = stack; *l;) {
+            size_t n = strcspn(l, "\n");
+            log_entry_add(&le, "  %.*s", (int)n, l);
+            l += n + (l[n] == '\n');
+        }
+    }
+    log_entry_write(&le);
+}
+
+static void errlog_stack(const struct proc *p, const char *stack, const char *missing)
+{
+    const struct stack_ask *a = &p->ask;
+    if (missing) {
+        log_error("worker %zu (pid %d): stack of %s: not captured: %s", p->index, (int)p->pid,
+                  a->what, missing);
+        return;
+    }
+    log_error("worker %zu (pid %d): stack of %s:", p->index, (int)p->pid, a->what);
+    for (const char *l = stack; *l;) {
+        size_t n = strcspn(l, "\n");
+        log_error("worker %zu (pid %d):   %.*s", p->index, (int)p->pid, (int)n, l);
+        l += n + (l[n] == '\n');
+    }
+}
+
+/* The stack asked of p once it is there, or without it once the wait is
+ * over; then the SIGABRT a timeout held back for it. */
+static void deliver_stack(struct proc *p, uint64_t now)
+{
+    struct stack_ask *a = &p->ask;
+    struct score_stack *st = scoreboard_stack(&p->gen->sb, p->row);
+    int answered = atomic_load(&st->done) == atomic_load(&st->asked);
+    if (!a->asked_ms || (!answered && now - a->asked_ms < STACK_WAIT_MS))
+        return;
+    /* The worker wrote it: take a bounded copy. */
+    char text[STACK_TEXT];
+    memcpy(text, st->text, sizeof(text));
+    text[sizeof(text) - 1] = '\0';
+    const char *missing = answered ? NULL
+                          : stopped(p->pid)
+                              ? "the worker is stopped (SIGSTOP)"
+                              : "the thread did not answer within 0.5 s (blocked in the kernel?)";
+    if (a->to & STACK_SLOWLOG)
+        slow_entry(p, text, missing);
+    if (a->to & STACK_ERRLOG)
+        errlog_stack(p, text, missing);
+    if (a->then_abort) {
+        kill(p->pid, SIGABRT);
+        p->abort_ms = now;
+    }
+    a->asked_ms = 0;
+    a->then_abort = 0;
+}
+
+/* A request past slowlog.timeout, once per request. In async mode the
+ * slot shows the request holding the loop (a request waiting is the
+ * loop's to report, engine_async.c). */
+static void check_slow(struct proc *p, uint64_t now)
+{
+    const struct config *cfg = &p->gen->cfg;
+    if (!cfg->slowlog_file || !p->ready || p->abort_ms || p->ask.asked_ms)
+        return;
+    for (size_t t = 0; t < p->gen->sb.per_worker; t++) {
+        struct score_slot *s = scoreboard_slot(&p->gen->sb, p->row, t);
+        uint64_t start = atomic_load(&s->start_ms);
+        if (!start || now < start || now - start < cfg->slowlog_timeout_ms ||
+            atomic_load(&s->slow_ms) == start)
+            continue;
+        atomic_store(&s->slow_ms, start);
+        ask_stack(p, t, STACK_SLOWLOG, 0, now);
+        return;
+    }
+}
+
+static void check_stacks(uint64_t now)
+{
+    for (size_t i = 0; i < S.nprocs; i++) {
+        deliver_stack(&S.procs[i], now);
+        check_slow(&S.procs[i], now);
+    }
+}
+
 /* Its other threads' requests did nothing wrong (uWSGI's harakiri kills
  * them too): the worker stops taking requests and hands its idle
  * connections over, a replacement takes its place at once, and the
@@ -513,6 +655,7 @@ static void retire_for_timeout(struct proc *p, struct score_slot *s, uint64_t no
               p->index, (int)p->pid, s->method, s->path,
               (double)(now - atomic_load(&s->start_ms)) / 1e3, cfg->timeout, cfg->graceful_timeout);
     atomic_store(&s->cancel, 1);
+    ask_stack(p, (size_t)(s - scoreboard_slot(&p->gen->sb, p->row, 0)), STACK_ERRLOG, 0, now);
     mark_stopping(p);
     p->detached = 1;
     p->term_ms = now;
@@ -527,6 +670,8 @@ static void check_timeouts(uint64_t now)
     for (size_t i = 0; i < S.nprocs; i++) {
         struct proc *p = &S.procs[i];
         const struct config *cfg = &p->gen->cfg;
+        if (p->ask.then_abort)
+            continue; /* check_stacks sends the SIGABRT */
         if (p->abort_ms) {
             if (now - p->abort_ms > ABORT_GRACE_MS)
                 kill(p->pid, SIGKILL);
@@ -576,8 +721,8 @@ static void check_timeouts(uint64_t now)
                       (double)(now - atomic_load(&slots[t].heartbeat_ms)) / 1e3, cfg->timeout);
             break;
         }
-        kill(p->pid, SIGABRT);
-        p->abort_ms = now;
+        /* Its stack first, then SIGABRT (check_stacks). */
+        ask_stack(p, t, STACK_ERRLOG, 1, now);
     }
 }
 
@@ -1173,6 +1318,7 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
         }
         retire_old(now);
         check_timeouts(now);
+        check_stacks(now);
         gen_free_unused();
         announce(now);
     }

@@ -80,6 +80,12 @@ static void worker_signals(void)
     int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
     for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
         sigaction(fatal[i], &sa, NULL);
+    /* The supervisor asks a busy thread for its stack (the slow log, a
+     * timeout). SA_RESTART: most system calls the thread is in go on; a
+     * sleep or a poll returns early with EINTR, once per slow request. */
+    sa.sa_sigaction = scoreboard_stack_signal;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    sigaction(SIG_STACK, &sa, NULL);
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
@@ -195,6 +201,7 @@ void worker_main(struct worker *w)
         drain_orphaned(w);
     db_configure(w->cfg->app_database);
     load_app(w);
+    stack_init(w->cfg->app_module);
     for (size_t t = 0; t < w->sb->per_worker; t++) {
         struct score_slot *s = scoreboard_slot(w->sb, w->row, t);
         atomic_store(&s->generation, w->generation);

@@ -277,6 +277,8 @@ static void test_config_example_file_documents_every_key(void **state)
         "max_params_bytes",
         "max_body_bytes",
         "status",
+        "slowlog",
+        "file",
     };
     char *path = example_conf_path(), *text, pat[64];
     FILE *f = fopen(path, "r");
@@ -390,6 +392,33 @@ static void test_config_status_group(void **state)
                NAME ":1: unknown key 'status.path'");
     expect_one("status = \"unix:/x\";\n",
                NAME ":1: 'status' must be a group, like status = { ... }");
+}
+
+/* The slow log: off by default (no file), a timeout in seconds with a
+ * fraction, 5 s unless set. */
+static void test_config_slowlog_group(void **state)
+{
+    struct config c;
+
+    (void)state;
+    load_ok(&c, "");
+    assert_null(c.slowlog_file);
+    assert_int_equal(c.slowlog_timeout_ms, 5000);
+    config_free(&c);
+    load_ok(&c, "slowlog = { file = \"/var/log/fcgate/slow.log\"; timeout = 0.25; };\n");
+    assert_string_equal(c.slowlog_file, "/var/log/fcgate/slow.log");
+    assert_int_equal(c.slowlog_timeout_ms, 250);
+    config_free(&c);
+    load_ok(&c, "slowlog = { file = \"-\"; timeout = 2; };\n");
+    assert_string_equal(c.slowlog_file, "-");
+    assert_int_equal(c.slowlog_timeout_ms, 2000);
+    config_free(&c);
+    expect_one("slowlog = { file = \"/x\"; timeout = 0; };\n",
+               NAME ":1: 'slowlog.timeout' must be between 0.001 and 86400 seconds, not 0");
+    expect_one("slowlog = { file = \"/x\"; timeout = \"5s\"; };\n",
+               NAME ":1: 'slowlog.timeout' must be a number of seconds, like 5 or 0.5");
+    expect_one("slowlog = { file = \"/x\"; timeout = 90000.0; };\n",
+               NAME ":1: 'slowlog.timeout' must be between 0.001 and 86400 seconds, not 90000");
 }
 
 /* Integer keys at their lowest and highest allowed values. */
@@ -1462,6 +1491,7 @@ int main(void)
         cmocka_unit_test(test_config_check_rejects_duplicate_listen),
         cmocka_unit_test(test_config_free_is_idempotent),
         cmocka_unit_test(test_config_status_group),
+        cmocka_unit_test(test_config_slowlog_group),
         cmocka_unit_test(test_config_syntax_error_marks_file_unparsed),
     };
 

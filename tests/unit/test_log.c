@@ -89,9 +89,9 @@ static char *error_log_of(const char *msg)
     char path[] = "/tmp/fcgate-test-log-XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
-    assert_int_equal(log_open(FCGATE_LOG_INFO, path, NULL), 0);
+    assert_int_equal(log_open(FCGATE_LOG_INFO, path, NULL, NULL), 0);
     log_error("app: GET %s: failed", msg);
-    log_open(FCGATE_LOG_INFO, "-", NULL);
+    log_open(FCGATE_LOG_INFO, "-", NULL, NULL);
     static char text[8192];
     ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
     assert_true(n > 0);

@@ -48,6 +48,24 @@ static void busy_ms(long ms)
     while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
 }
 
+/* Blocks its thread (and in async mode the loop) for ms, in the kernel,
+ * through interruptions: the slow-log tests look for this function's
+ * name, which only the module's .symtab has (hidden visibility). */
+__attribute__((noinline)) static void probe_stuck_in_module(long ms)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long left = ms - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+        if (left <= 0)
+            break;
+        struct timespec d = {left / 1000, (left % 1000) * 1000000};
+        nanosleep(&d, NULL);
+    }
+    __asm__ volatile("" ::: "memory"); /* not a tail call: keep this frame */
+}
+
 /* Burns ms of this thread's CPU time and reports when it started and
  * ended (CLOCK_MONOTONIC, microseconds): two such intervals overlap only
  * if nothing serialises the handlers. */
@@ -109,6 +127,10 @@ static int handle(void *ctx, fcgate_req *r)
     if (strcmp(path, "/block") == 0) {
         busy_ms(query_long(r, "ms", 300));
         return text(r, 200, "blocked\n");
+    }
+    if (strcmp(path, "/stuck") == 0) {
+        probe_stuck_in_module(query_long(r, "ms", 300));
+        return text(r, 200, "unstuck\n");
     }
     if (strcmp(path, "/overflow") == 0)
         return recurse(NULL, 0);
