@@ -12,6 +12,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const class_names[SCORE_CLASSES] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
@@ -75,17 +76,20 @@ struct out {
 
 __attribute__((format(printf, 2, 3))) static void put(struct out *o, const char *fmt, ...)
 {
-    char line[1024];
+    char line[1024], *p = line;
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    if (n < 0)
+    if (n >= (int)sizeof(line) && (p = malloc((size_t)n + 1)) != NULL) {
+        va_start(ap, fmt); /* longer than a line of the page usually is */
+        vsnprintf(p, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
+    if (n < 0 || !p || (!o->failed && codec_buf_append(o->b, p, (size_t)n) < 0))
         o->failed = 1;
-    else if (!o->failed &&
-             codec_buf_append(o->b, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) <
-                 0)
-        o->failed = 1;
+    if (p != line)
+        free(p);
 }
 
 /* s as the inside of a JSON string (or an OpenMetrics label value, whose
