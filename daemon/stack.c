@@ -21,6 +21,7 @@
 #include <execinfo.h>
 #include <fcntl.h>
 #include <link.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -70,29 +71,32 @@ static int add_sym(uintptr_t lo, uintptr_t hi, const char *name, unsigned obj)
 }
 
 /* The function symbols of the ELF image at map (size bytes) loaded at
- * bias: .symtab when the file has one, else .dynsym. Names stay in a
- * private copy of the string table. */
-static void read_symbols(const unsigned char *map, size_t size, uintptr_t bias, unsigned obj)
+ * bias: .symtab when the file has one, else .dynsym, unless dynsym_ok is
+ * 0. Names stay in a private copy of the string table. 1 when it found a
+ * table, 0 when not. */
+static int read_symbols(const unsigned char *map, size_t size, uintptr_t bias, unsigned obj,
+                        int dynsym_ok)
 {
     const Elf64_Ehdr *eh = (const void *)map;
     if (size < sizeof(*eh) || memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 ||
         eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_shentsize != sizeof(Elf64_Shdr) ||
         eh->e_shoff > size || (size - eh->e_shoff) / sizeof(Elf64_Shdr) < eh->e_shnum)
-        return;
+        return 0;
     const Elf64_Shdr *sh = (const void *)(map + eh->e_shoff);
     const Elf64_Shdr *tab = NULL;
     for (unsigned i = 0; i < eh->e_shnum; i++)
         if (sh[i].sh_type == SHT_SYMTAB || (sh[i].sh_type == SHT_DYNSYM && !tab))
             tab = &sh[i];
-    if (!tab || tab->sh_link >= eh->e_shnum || tab->sh_entsize != sizeof(Elf64_Sym))
-        return;
+    if (!tab || (tab->sh_type == SHT_DYNSYM && !dynsym_ok) || tab->sh_link >= eh->e_shnum ||
+        tab->sh_entsize != sizeof(Elf64_Sym))
+        return 0;
     const Elf64_Shdr *str = &sh[tab->sh_link];
     if (tab->sh_offset > size || tab->sh_size > size - tab->sh_offset || str->sh_offset > size ||
         str->sh_size > size - str->sh_offset || str->sh_size == 0)
-        return;
+        return 0;
     char *names = malloc(str->sh_size + 1);
     if (!names)
-        return;
+        return 0;
     memcpy(names, map + str->sh_offset, str->sh_size);
     names[str->sh_size] = '\0';
     const Elf64_Sym *sym = (const void *)(map + tab->sh_offset);
@@ -109,22 +113,61 @@ static void read_symbols(const unsigned char *map, size_t size, uintptr_t bias, 
     }
     if (!kept)
         free(names);
+    return 1;
 }
 
-static void load_object(const char *path, uintptr_t bias, unsigned obj)
+static int load_object(const char *path, uintptr_t bias, unsigned obj, int dynsym_ok)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int found = 0, fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return;
+        return 0;
     struct stat st;
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
         void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (map != MAP_FAILED) {
-            read_symbols(map, (size_t)st.st_size, bias, obj);
+            found = read_symbols(map, (size_t)st.st_size, bias, obj, dynsym_ok);
             munmap(map, (size_t)st.st_size);
         }
     }
     close(fd);
+    return found;
+}
+
+/* A stripped object's full symbol table, where Debian's -dbgsym packages
+ * put it: /usr/lib/debug/.build-id/xx/yyyy.debug, named by the build ID
+ * note of the object as loaded. */
+static int load_debug_file(const struct dl_phdr_info *info, unsigned obj)
+{
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_NOTE)
+            continue;
+        const unsigned char *p = (const void *)(info->dlpi_addr + ph->p_vaddr);
+        const unsigned char *end = p + ph->p_memsz;
+        while (p + sizeof(ElfW(Nhdr)) <= end) {
+            const ElfW(Nhdr) *nh = (const void *)p;
+            const unsigned char *desc = p + sizeof(*nh) + ((nh->n_namesz + 3) & ~3u);
+            const unsigned char *next = desc + ((nh->n_descsz + 3) & ~3u);
+            if (next > end)
+                break;
+            if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 &&
+                memcmp(p + sizeof(*nh), "GNU", 4) == 0 && nh->n_descsz >= 2 &&
+                nh->n_descsz <= 64) {
+                char path[200] = "/usr/lib/debug/.build-id/";
+                size_t n = strlen(path);
+                for (unsigned b = 0; b < nh->n_descsz; b++) {
+                    path[n++] = "0123456789abcdef"[desc[b] >> 4];
+                    path[n++] = "0123456789abcdef"[desc[b] & 15];
+                    if (b == 0)
+                        path[n++] = '/';
+                }
+                memcpy(path + n, ".debug", 7);
+                return load_object(path, info->dlpi_addr, obj, 0);
+            }
+            p = next;
+        }
+    }
+    return 0;
 }
 
 static int each_object(struct dl_phdr_info *info, size_t size, void *arg)
@@ -152,11 +195,23 @@ static int each_object(struct dl_phdr_info *info, size_t size, void *arg)
     if (o->lo >= o->hi)
         return 0;
     /* The app module is loaded from a memfd snapshot (app_loader.c). */
-    const char *shown = strncmp(path, "/proc/self/fd/", 14) == 0 && T.module ? T.module
-                        : strcmp(path, "/proc/self/exe") == 0              ? "fcgate"
-                                                                           : path;
-    strncpy(o->name, base_name(shown), sizeof(o->name) - 1);
-    load_object(path, info->dlpi_addr, (unsigned)T.nobjs);
+    char exe[256];
+    const char *shown = path;
+    if (strncmp(path, "/proc/self/fd/", 14) == 0 && T.module) {
+        shown = T.module;
+    } else if (strcmp(path, "/proc/self/exe") == 0) {
+        ssize_t n = readlink(path, exe, sizeof(exe) - 1);
+        exe[n > 0 ? n : 0] = '\0';
+        shown = n > 0 ? exe : "(executable)";
+    }
+    size_t len = strlen(base_name(shown));
+    if (len >= sizeof(o->name))
+        len = sizeof(o->name) - 1;
+    memcpy(o->name, base_name(shown), len);
+    o->name[len] = '\0';
+    if (!load_object(path, info->dlpi_addr, (unsigned)T.nobjs, 0) &&
+        !load_debug_file(info, (unsigned)T.nobjs))
+        load_object(path, info->dlpi_addr, (unsigned)T.nobjs, 1);
     T.nobjs++;
     return 0;
 }
