@@ -41,6 +41,8 @@ struct bconn {
     struct bconn *prev, *next; /* the parked list */
     uint32_t handle;           /* index in the engine's handles, NO_HANDLE: none */
     int parked;                /* on the parked list (under the engine's mu) */
+    int arming;                /* being re-armed by park, outside the lock (under mu) */
+    int fired;                 /* its event came while arming: park serves it (under mu) */
     int registered;            /* in the epoll set (disarmed while served) */
     int fresh_waited;
     uint64_t parked_ms; /* since when it waits for its next request */
@@ -55,9 +57,17 @@ struct handle {
     uint32_t next_free;
 };
 
+/* Each thread's connection, for a rescue; a lock of its own, so that
+ * serving takes no lock another thread wants. */
+struct serving {
+    pthread_mutex_t mu;
+    struct bconn *b;
+};
+
 struct bengine {
     struct worker *w;
-    struct bconn **serving; /* each thread's connection (under mu), for a rescue */
+    struct serving *serving; /* per thread */
+    size_t nserving;
     int ep;
     pthread_mutex_t mu; /* the parked list and the handles; never held across a wait */
     struct bconn *parked;
@@ -97,18 +107,25 @@ static int blocking_sleep(struct conn *c, unsigned ms)
     return FCGATE_OK;
 }
 
+/* timeout_ms < 0: no limit. An interruption (the slow log's signal)
+ * waits on for the time left, not the whole time again. */
 static int blocking_wait_fd(struct conn *c, int fd, short events, int timeout_ms)
 {
     (void)c;
     struct pollfd p = {fd, events, 0};
-    for (;;) {
-        int r = poll(&p, 1, timeout_ms);
+    uint64_t deadline = monotonic_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
+    for (int left = timeout_ms;;) {
+        int r = poll(&p, 1, left);
         if (r > 0)
             return FCGATE_OK;
         if (r == 0)
             return FCGATE_ETIMEDOUT;
         if (errno != EINTR)
             return FCGATE_EIO;
+        if (timeout_ms >= 0) {
+            uint64_t now = monotonic_ms();
+            left = now >= deadline ? 0 : (int)(deadline - now);
+        }
     }
 }
 
@@ -210,11 +227,15 @@ static void forget(struct bengine *E, struct bconn *b)
 /* Registered once, EPOLLONESHOT, and re-armed with MOD on every park:
  * the event that takes b disarms it, so exactly one thread gets it, and
  * re-arming looks at readiness afresh (a request that came meanwhile
- * fires at once). Under the lock, which also orders everything the
- * parking thread did to b before the thread that takes it (and lets
- * ThreadSanitizer see so), and so that a release never sees b linked but
- * not yet armed. */
-static void park(struct bengine *E, struct bconn *b)
+ * fires at once). The MOD is made outside the lock, which the other
+ * threads would otherwise queue on for a system call's time: an event
+ * that reaches another thread before b is linked finds it arming, marks
+ * it fired and leaves it, and the parking thread serves it itself
+ * (returns 1). Every hand-over of b between threads still goes through
+ * the lock, which orders what one thread did to b before the next (and
+ * lets ThreadSanitizer see so); a release never sees b armed but not
+ * linked, since it only walks the list. */
+static int park(struct bengine *E, struct bconn *b)
 {
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT};
     int rc = -1;
@@ -223,22 +244,34 @@ static void park(struct bengine *E, struct bconn *b)
     pthread_mutex_lock(&E->mu);
     if (b->handle != NO_HANDLE || handle_take(E, b) == 0) {
         ev.data.u64 = handle_tag(E, b->handle);
-        rc = epoll_ctl(E->ep, b->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, b->c.fd, &ev);
+        b->arming = 1;
+        b->fired = 0;
+        rc = 0;
     }
+    pthread_mutex_unlock(&E->mu);
+    if (rc == 0)
+        rc = epoll_ctl(E->ep, b->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, b->c.fd, &ev);
+    int err = errno, again = 0;
+    pthread_mutex_lock(&E->mu);
+    b->arming = 0;
     if (rc == 0) {
         b->registered = 1;
-        list_push(E, b);
-        if (atomic_load(&E->draining)) /* see release_idle */
-            epoll_ctl(E->ep, EPOLL_CTL_DEL, E->w->stop_fd, NULL);
+        again = b->fired;
+        if (!again) {
+            list_push(E, b);
+            if (atomic_load(&E->draining)) /* see release_idle */
+                epoll_ctl(E->ep, EPOLL_CTL_DEL, E->w->stop_fd, NULL);
+        }
     } else {
         handle_drop(E, b);
     }
     pthread_mutex_unlock(&E->mu);
     if (rc < 0) {
-        log_error("cannot park an idle connection (%s); closing it", strerror(errno));
+        log_error("cannot park an idle connection (%s); closing it", strerror(err));
         conn_close(&b->c);
         free(b);
     }
+    return again;
 }
 
 /* The parked connection an event names, taken off the list; NULL when it
@@ -248,9 +281,14 @@ static struct bconn *unpark(struct bengine *E, uint64_t tag)
     uint32_t i = (uint32_t)tag - MAX_TAG, gen = (uint32_t)(tag >> 32);
     struct bconn *b = NULL;
     pthread_mutex_lock(&E->mu);
-    if (i < E->nhandles && E->handles[i].gen == gen && E->handles[i].b && E->handles[i].b->parked) {
+    if (i < E->nhandles && E->handles[i].gen == gen && E->handles[i].b) {
         b = E->handles[i].b;
-        list_unlink(E, b);
+        if (b->parked) {
+            list_unlink(E, b);
+        } else {
+            b->fired |= b->arming; /* its parking thread serves it (park) */
+            b = NULL;
+        }
     }
     pthread_mutex_unlock(&E->mu);
     return b;
@@ -312,9 +350,10 @@ static void set_serving(struct bengine *E, const struct score_slot *slot, struct
 {
     if (!E->w->engine->retire_on_timeout)
         return;
-    pthread_mutex_lock(&E->mu);
-    E->serving[thread_of(E, slot)] = b;
-    pthread_mutex_unlock(&E->mu);
+    struct serving *s = &E->serving[thread_of(E, slot)];
+    pthread_mutex_lock(&s->mu);
+    s->b = b;
+    pthread_mutex_unlock(&s->mu);
 }
 
 static enum conn_result serve_once(struct bengine *E, struct bconn *b, struct score_slot *slot)
@@ -328,21 +367,24 @@ static enum conn_result serve_once(struct bengine *E, struct bconn *b, struct sc
 /* Serves b until it is gone (freed) or idle (parked). */
 static void serve(struct bengine *E, struct bconn *b, struct score_slot *slot)
 {
-    b->c.ch.slot = slot;
-    enum conn_result r = serve_once(E, b, slot);
-    /* A connection just accepted carries its request in microseconds
-     * (nginx writes right after connecting): waiting briefly is cheaper
-     * than parking it and taking it back. */
-    if (r == CONN_IDLE && b->c.served == 0 && !b->fresh_waited) {
-        struct pollfd p = {b->c.fd, POLLIN, 0};
-        b->fresh_waited = 1;
-        if (poll(&p, 1, FRESH_WAIT_MS) > 0)
-            r = serve_once(E, b, slot);
-    }
-    if (r == CONN_IDLE)
-        park(E, b);
-    else
-        forget(E, b);
+    enum conn_result r;
+    do {
+        b->c.ch.slot = slot;
+        r = serve_once(E, b, slot);
+        /* A connection just accepted carries its request in microseconds
+         * (nginx writes right after connecting): waiting briefly is
+         * cheaper than parking it and taking it back. */
+        if (r == CONN_IDLE && b->c.served == 0 && !b->fresh_waited) {
+            struct pollfd p = {b->c.fd, POLLIN, 0};
+            b->fresh_waited = 1;
+            if (poll(&p, 1, FRESH_WAIT_MS) > 0)
+                r = serve_once(E, b, slot);
+        }
+        if (r != CONN_IDLE) {
+            forget(E, b);
+            return;
+        }
+    } while (park(E, b));
 }
 
 /* The supervisor retired this worker for a thread's request over
@@ -350,14 +392,14 @@ static void serve(struct bengine *E, struct bconn *b, struct score_slot *slot)
 static void rescue(struct bengine *E)
 {
     size_t n = E->w->engine->slots(E->w->cfg);
-    pthread_mutex_lock(&E->mu);
     for (size_t t = 0; t < n; t++) {
         struct score_slot *s = scoreboard_slot(E->w->sb, E->w->row, t);
-        struct bconn *b = E->serving[t];
+        pthread_mutex_lock(&E->serving[t].mu);
+        struct bconn *b = E->serving[t].b;
         if (b && atomic_load(&s->cancel) && conn_rescue(&b->c))
             log_error("%s over timeout: answered 504 for it", b->c.ch.what);
+        pthread_mutex_unlock(&E->serving[t].mu);
     }
-    pthread_mutex_unlock(&E->mu);
 }
 
 /* New connections from intake source src, served: a few per wake-up, so
@@ -468,11 +510,14 @@ static int engine_init(struct bengine *E, struct worker *w)
     E->ep = -1;
     E->free_handle = NO_HANDLE;
     pthread_mutex_init(&E->mu, NULL);
-    E->serving = calloc(w->engine->slots(w->cfg), sizeof(*E->serving));
+    E->nserving = w->engine->slots(w->cfg);
+    E->serving = calloc(E->nserving, sizeof(*E->serving));
     if (!E->serving) {
         log_error("out of memory");
         return -1;
     }
+    for (size_t t = 0; t < E->nserving; t++)
+        pthread_mutex_init(&E->serving[t].mu, NULL);
     E->ep = epoll_create1(EPOLL_CLOEXEC);
     if (E->ep < 0) {
         log_error("epoll: %s", strerror(errno));
@@ -493,6 +538,8 @@ static void engine_fini(struct bengine *E)
     while (E->parked)
         let_go(E, E->parked, 0);
     free(E->handles);
+    for (size_t t = 0; E->serving && t < E->nserving; t++)
+        pthread_mutex_destroy(&E->serving[t].mu);
     free(E->serving);
     if (E->ep >= 0)
         close(E->ep);

@@ -119,10 +119,11 @@ void scoreboard_stack_signal(int sig, siginfo_t *si, void *ucontext);
 
 /* stack.c: symbolized stacks from inside the thread. stack_init reads the
  * symbol tables of every object loaded now (module_path names the app
- * module, loaded from a memfd); stack_capture is async-signal-safe: the
- * frames from the interrupted instruction (ucontext) down, one per line,
- * into buf. Returns the length written. */
-void stack_init(const char *module_path);
+ * module, loaded from a memfd), in a thread of its own if in_background
+ * (until it is done, stacks come without names); stack_capture is
+ * async-signal-safe: the frames from the interrupted instruction
+ * (ucontext) down, one per line, into buf. Returns the length written. */
+void stack_init(const char *module_path, int in_background);
 size_t stack_capture(char *buf, size_t cap, const void *ucontext);
 /* The guard page of the coroutine stack the thread runs on now (async),
  * NULL between coroutines: a fault there is a stack overflow. */

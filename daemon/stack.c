@@ -21,6 +21,8 @@
 #include <execinfo.h>
 #include <fcntl.h>
 #include <link.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,14 +224,37 @@ static int by_address(const void *a, const void *b)
     return x->lo < y->lo ? -1 : x->lo > y->lo;
 }
 
-void stack_init(const char *module_path)
+/* Set once the table is complete; a stack taken before names no
+ * function. */
+static atomic_int named;
+
+static void *build_table(void *arg)
+{
+    (void)arg;
+    dl_iterate_phdr(each_object, NULL);
+    if (T.nsyms)
+        qsort(T.syms, T.nsyms, sizeof(*T.syms), by_address);
+    atomic_store_explicit(&named, 1, memory_order_release);
+    return NULL;
+}
+
+void stack_init(const char *module_path, int in_background)
 {
     void *warm[2];
     backtrace(warm, 2); /* loads the unwinder now, not in a handler */
     T.module = module_path;
-    dl_iterate_phdr(each_object, NULL);
-    if (T.nsyms)
-        qsort(T.syms, T.nsyms, sizeof(*T.syms), by_address);
+    pthread_t t;
+    pthread_attr_t attr;
+    /* A few milliseconds (tens under a sanitizer) a worker need not wait
+     * for before it serves. */
+    if (in_background && pthread_attr_init(&attr) == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int rc = pthread_create(&t, &attr, build_table, NULL);
+        pthread_attr_destroy(&attr);
+        if (rc == 0)
+            return;
+    }
+    build_table(NULL);
 }
 
 /* ---- in the signal handler: no locks, no allocation ---- */
@@ -303,6 +328,7 @@ size_t stack_capture(char *buf, size_t cap, const void *ucontext)
     struct out o = {buf, 0, cap};
     int n = backtrace(frames, STACK_FRAMES), first = 0;
     uintptr_t pc = context_pc(ucontext);
+    int names = atomic_load_explicit(&named, memory_order_acquire);
 
     if (cap == 0)
         return 0;
@@ -319,8 +345,8 @@ size_t stack_capture(char *buf, size_t cap, const void *ucontext)
         /* A return address points after the call: look it up one byte
          * back, so a call ending a function names that function. */
         uintptr_t at = i == first ? a : a - 1;
-        const struct sym *s = find_sym(at);
-        const struct obj *ob = s ? &T.objs[s->obj] : find_obj(at);
+        const struct sym *s = names ? find_sym(at) : NULL;
+        const struct obj *ob = s ? &T.objs[s->obj] : names ? find_obj(at) : NULL;
         put(&o, "#");
         put_num(&o, (uintmax_t)(i - first), 10);
         put(&o, " 0x");

@@ -201,7 +201,7 @@ void worker_main(struct worker *w)
         drain_orphaned(w);
     db_configure(w->cfg->app_database);
     load_app(w);
-    stack_init(w->cfg->app_module);
+    stack_init(w->cfg->app_module, 1);
     for (size_t t = 0; t < w->sb->per_worker; t++) {
         struct score_slot *s = scoreboard_slot(w->sb, w->row, t);
         atomic_store(&s->generation, w->generation);

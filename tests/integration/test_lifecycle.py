@@ -65,9 +65,14 @@ class LifecycleTest(harness.TestCase):
         seen = set(first)
         with harness.Load(ng.port) as load:
             self.assertTrue(load.wait_requests(50), "no load before the reloads")
-            for _ in range(10):
+            for i in range(10):
                 old = set(seen)  # every worker of the generations up to now
                 send(fc, signal.SIGHUP)
+                # Signals of one kind do not queue: the next HUP waits until
+                # this one was taken (a loaded machine can delay that past
+                # 0.4 s), not until its generation is ready.
+                harness.wait_until(
+                    lambda: fc.log().count("reloading the configuration") > i, 5)
                 end = time.monotonic() + 0.4
                 while time.monotonic() < end:
                     seen.update(fc.worker_pids())
