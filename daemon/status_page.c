@@ -15,7 +15,8 @@
 #include <string.h>
 
 static const char *const class_names[SCORE_CLASSES] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
-static const char *const reason_names[RESTART_REASONS] = {"crash", "timeout", "recycle", "reload"};
+static const char *const reason_names[RESTART_REASONS] = {"crash", "timeout", "recycle", "reload",
+                                                          "memory"};
 
 const char *status_state_name(enum status_state s)
 {

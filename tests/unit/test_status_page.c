@@ -115,8 +115,8 @@ static void test_status_page_json_keys_and_escapes(void **state)
     assert_non_null(strstr(j, "\"workers\":[{\"pid\":101,\"generation\":2,\"state\":\"busy\","
                               "\"requests\":12,\"active\":1},{\"pid\":99,"));
     assert_non_null(strstr(j, "\"request\":\"GET /slow \\\"x\\\"\""));
-    assert_non_null(
-        strstr(j, "\"restarts\":{\"crash\":0,\"timeout\":0,\"recycle\":0,\"reload\":1}"));
+    assert_non_null(strstr(
+        j, "\"restarts\":{\"crash\":0,\"timeout\":0,\"recycle\":0,\"reload\":1,\"memory\":0}"));
     assert_string_equal(j + strlen(j) - 2, "}\n");
     codec_buf_free(&b);
 }
