@@ -252,7 +252,8 @@ struct req_io {
 struct req_app {
     const struct fcgate_app *app;
     void *ctx;
-    const char *access_format; /* NULL: LOG_ACCESS_FORMAT_DEFAULT */
+    const char *access_format;      /* NULL: LOG_ACCESS_FORMAT_DEFAULT */
+    unsigned long queue_timeout_ms; /* 0: never answer 503 for a long wait */
 };
 
 /* The side of a connection a request sees. */
