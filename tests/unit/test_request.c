@@ -594,6 +594,7 @@ static void test_request_queue_timeout_answers_503_without_the_app(void **state)
     /* Without the parameter, or with queue_timeout off, or with a value
      * that is not a time: never rejected. */
     run_queued(NULL, 1000, &t, &slot);
+    finish(&t);
     run_queued(old, 0, &t, &slot);
     finish(&t);
     run_queued("t=soon", 1000, &t, &slot);
