@@ -199,7 +199,10 @@ int status_collect(const struct status_env *env, struct status_snapshot *snap)
     snap->supervisor = env->supervisor;
     snap->generation = env->current;
     snap->uptime_s = (now - env->started_ms) / 1000u;
-    snap->workers_configured = env->cfg->workers;
+    /* A dynamic pool asks for its floor, an ondemand one for none. */
+    snap->workers_configured = env->cfg->pm == PM_STATIC    ? env->cfg->workers
+                               : env->cfg->pm == PM_DYNAMIC ? atomic_load(&t->pool_min)
+                                                            : 0;
     snap->requests_total = atomic_load(&t->requests);
     for (size_t c = 0; c < SCORE_CLASSES; c++)
         snap->by_class[c] = atomic_load(&t->by_class[c]);

@@ -173,8 +173,12 @@ static void text_head(struct out *o, const struct status_snapshot *s)
 {
     put(o, "fcgate %s, %s mode, supervisor pid %d, up %llu s\n", s->version, s->mode,
         (int)s->supervisor, (unsigned long long)s->uptime_s);
-    put(o, "generation %u: %zu of %d workers ready\n", s->generation, s->ready,
-        s->workers_configured);
+    if (s->pm && strcmp(s->pm, "static") != 0)
+        put(o, "generation %u: %zu workers ready (pm %s, %d..%d)\n", s->generation, s->ready, s->pm,
+            s->min_workers, s->max_workers);
+    else
+        put(o, "generation %u: %zu of %d workers ready\n", s->generation, s->ready,
+            s->workers_configured);
     put(o, "workers: %zu idle, %zu busy, %zu stopping\n", s->workers[STATE_IDLE],
         s->workers[STATE_BUSY], s->workers[STATE_STOPPING]);
     put(o, "requests: %llu", (unsigned long long)s->requests_total);
@@ -393,7 +397,8 @@ static void om_page(struct out *o, const struct status_snapshot *s)
     for (size_t i = 0; i < STATE_COUNT; i++)
         put(o, "fcgate_workers{state=\"%s\"} %zu\n", status_state_name((enum status_state)i),
             s->workers[i]);
-    om_family(o, "fcgate_workers_configured", "gauge", "Workers the configuration asks for.");
+    om_family(o, "fcgate_workers_configured", "gauge",
+              "Workers the configuration asks for (a dynamic pool's floor; 0 for ondemand).");
     put(o, "fcgate_workers_configured %d\n", s->workers_configured);
     om_listen(o, s, "fcgate_listen_queue", 0);
     om_listen(o, s, "fcgate_listen_queue_max", 1);

@@ -58,9 +58,9 @@ static void snapshot(struct status_snapshot *s)
     s->listen[0].max_queue = 511;
     s->slots = slots;
     s->nslots = 3;
-    s->pm = "dynamic";
-    s->min_workers = 2;
-    s->max_workers = 16;
+    s->pm = "static";
+    s->min_workers = 1;
+    s->max_workers = 1;
     s->idle_timeout = 10;
     s->queue_timeout = 0.5;
     s->max_memory = 536870912;
@@ -111,6 +111,7 @@ static void test_status_page_text_has_summary_queue_and_one_row_per_worker(void 
     struct codec_buf b;
     const char *t = render(STATUS_TEXT, 0, &b);
     assert_non_null(strstr(t, "generation 2: 1 of 1 workers ready\n"));
+    assert_non_null(strstr(t, "pool: pm static, 1..1 workers"));
     assert_non_null(strstr(t, "requests: 42 (1xx 0, 2xx 40, 3xx 0, 4xx 0, 5xx 2)"));
     assert_non_null(strstr(t, "unix:/run/fcgate/fcgate.sock                  50     511\n"));
     assert_non_null(strstr(t, "101         2 busy              12       1\n"));
@@ -179,11 +180,25 @@ static void test_status_page_html_is_self_contained_and_reads_the_json(void **st
     codec_buf_free(&b);
 }
 
+static char *render_dynamic(enum status_format f, struct codec_buf *b)
+{
+    struct status_snapshot s;
+    snapshot(&s);
+    s.pm = "dynamic";
+    s.min_workers = 2;
+    s.max_workers = 16;
+    memset(b, 0, sizeof(*b));
+    assert_int_equal(status_page_render(b, &s, f, 0), 0);
+    assert_int_equal(codec_buf_append(b, "", 1), 0);
+    return (char *)b->data;
+}
+
 static void test_status_page_pool_in_every_form(void **state)
 {
     (void)state;
     struct codec_buf b;
-    const char *t = render(STATUS_TEXT, 0, &b);
+    const char *t = render_dynamic(STATUS_TEXT, &b);
+    assert_non_null(strstr(t, "generation 2: 1 workers ready (pm dynamic, 2..16)\n"));
     assert_non_null(strstr(t, "pool: pm dynamic, 2..16 workers, idle_timeout 10 s\n"));
     assert_non_null(strstr(t,
                            "spawns: min_workers 0, load 1, queue 6, memory 1; retirements: idle 5, "
@@ -191,7 +206,7 @@ static void test_status_page_pool_in_every_form(void **state)
     assert_non_null(strstr(t, "queue: 100 requests timed (mean wait 420.0 ms), 4 answered 503 "
                               "(queue_timeout 0.5 s)\n"));
     codec_buf_free(&b);
-    const char *j = render(STATUS_JSON, 0, &b);
+    const char *j = render_dynamic(STATUS_JSON, &b);
     assert_non_null(strstr(j,
                            "\"pm\":\"dynamic\",\"min_workers\":2,\"max_workers\":16,"
                            "\"idle_timeout\":10,\"queue_timeout\":0.5,\"max_memory\":536870912"));
@@ -201,7 +216,7 @@ static void test_status_page_pool_in_every_form(void **state)
     assert_non_null(strstr(j, "\"queue_rejections_total\":4,\"request_queue\":{\"count\":100,"
                               "\"sum_seconds\":42.000000}"));
     codec_buf_free(&b);
-    const char *m = render(STATUS_OPENMETRICS, 0, &b);
+    const char *m = render_dynamic(STATUS_OPENMETRICS, &b);
     assert_non_null(strstr(m, "# TYPE fcgate_pool info\n"));
     assert_non_null(strstr(m, "fcgate_pool_info{pm=\"dynamic\"} 1\n"));
     assert_non_null(strstr(m, "fcgate_pool_min_workers 2\n"));
