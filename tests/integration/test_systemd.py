@@ -12,6 +12,13 @@ import time
 import harness
 
 
+def activation_script(fd):
+    """sh -c text that moves fd to 3 and runs "$@" as systemd would. When
+    the socket is fd 3 already, `exec 3<&3 3<&-` would close it."""
+    move = "" if fd == 3 else "exec 3<&%d %d<&-; " % (fd, fd)
+    return move + 'LISTEN_FDS=1 LISTEN_PID=$$ exec "$@"'
+
+
 class Notifications:
     """A $NOTIFY_SOCKET: collects the datagrams fcgate sends."""
 
@@ -80,7 +87,7 @@ class SystemdTest(harness.TestCase):
         unused = os.path.join(self.tmp, "configured.sock")
         fc = self.fcgate("bench", start=False, workers=2, listen=["unix:" + unused])
         fd = lsock.fileno()
-        script = 'exec 3<&%d %d<&-; LISTEN_FDS=1 LISTEN_PID=$$ exec "$@"' % (fd, fd)
+        script = activation_script(fd)
         proc = subprocess.Popen(
             ["/bin/sh", "-c", script, "sh", harness.FCGATE_BIN, "-c", fc.conf_path],
             pass_fds=(fd,), stdout=open(fc.log_path, "w"), stderr=subprocess.STDOUT,
@@ -98,6 +105,34 @@ class SystemdTest(harness.TestCase):
         self.assertEqual(fc.stop(), 0)
         # The socket belongs to systemd: fcgate leaves its path alone.
         self.assertTrue(os.path.exists(path))
+
+    def test_socket_activation_with_ondemand_starts_workers_on_connections(self):
+        # An ondemand pool on systemd's socket: no worker until a
+        # connection arrives on it, none again once idle.
+        path = os.path.join(self.tmp, "activated.sock")
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(path)
+        os.chmod(path, 0o666)
+        lsock.listen(64)
+        fc = self.fcgate("bench", start=False, pm="ondemand", max_workers=2, idle_timeout=1,
+                         listen=["unix:" + os.path.join(self.tmp, "configured.sock")])
+        fd = lsock.fileno()
+        script = activation_script(fd)
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", script, "sh", harness.FCGATE_BIN, "-c", fc.conf_path],
+            pass_fds=(fd,), stdout=open(fc.log_path, "w"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        lsock.close()
+        fc.proc = proc
+        self.assertTrue(fc.wait_log(r"from systemd"), fc.log())
+        time.sleep(0.5)
+        self.assertEqual(fc.worker_pids(), [], fc.log())
+        ng = self.nginx_for("unix:" + path)
+        for _ in range(2):
+            r = harness.http_request(ng.port, "GET", "/item?id=3")
+            self.assertEqual(r.status, 200)
+            self.assertTrue(harness.wait_until(lambda: fc.worker_pids() == [], 10), fc.log())
+        self.assertEqual(fc.stop(), 0)
 
     def _answers(self, spec):
         try:
