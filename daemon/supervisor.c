@@ -842,6 +842,18 @@ static int pool_parked_event(size_t i, short revents)
     return 0;
 }
 
+/* Drops the parked connections closed meanwhile (-1). */
+static void pool_compact(void)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < S.nparked; i++)
+        if (S.parked[i] >= 0) {
+            S.parked_kept[keep] = S.parked_kept[i];
+            S.parked[keep++] = S.parked[i];
+        }
+    S.nparked = keep;
+}
+
 /* The turn's wait while the pool is watched: until a signal, a connection
  * on a listen socket or on a parked connection, or a tick. Then the
  * signal, if any, as sigtimedwait gives it. */
@@ -863,13 +875,7 @@ static int pool_wait(const sigset_t *set, siginfo_t *si)
             S.pool_waiting |= (pf[i].revents & POLLIN) != 0;
         for (size_t i = first_parked; i < n; i++)
             S.pool_waiting |= pool_parked_event(i - first_parked, pf[i].revents);
-        size_t keep = 0;
-        for (size_t i = 0; i < S.nparked; i++)
-            if (S.parked[i] >= 0) {
-                S.parked_kept[keep] = S.parked_kept[i];
-                S.parked[keep++] = S.parked[i];
-            }
-        S.nparked = keep;
+        pool_compact();
         if (pf[first_parked - 1].revents & POLLIN) {
             pool_park();
             S.pool_waiting |= S.nparked == PARK_MAX; /* no room: let a worker take them */
