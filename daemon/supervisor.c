@@ -778,8 +778,9 @@ static void pool_publish(const struct generation *g)
     atomic_store(&S.totals->pool_max, stat ? g->cfg.workers : g->cfg.max_workers);
 }
 
-/* An empty ondemand pool is watched: nothing accepts from its sockets. */
-static int pool_watching(void)
+/* An ondemand pool with no worker that stays: nothing accepts from its
+ * sockets or takes hand-overs. */
+static int pool_empty(void)
 {
     if (S.state != RUNNING || S.cur->cfg.pm != PM_ONDEMAND)
         return 0;
@@ -789,12 +790,19 @@ static int pool_watching(void)
     return 1;
 }
 
+/* An empty pool is watched, but not while the respawn floor holds spawns
+ * back: its sockets would stay readable and the turns would spin. */
+static int pool_watching(void)
+{
+    return pool_empty() && monotonic_ms() >= S.backoff.next_spawn_ms;
+}
+
 /* Gives the parked connections back to the hand-over pair, once a worker
  * is there to take them (all: whoever comes next, an upgrade's master). */
 static void pool_unpark(int all)
 {
     size_t keep = 0;
-    if (!all && pool_watching())
+    if (!all && pool_empty())
         return;
     for (size_t i = 0; i < S.nparked; i++) {
         if (handoff_send(&S.handoff, S.parked[i], S.parked_kept[i]) == 0 || all) {
