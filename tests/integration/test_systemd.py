@@ -76,24 +76,28 @@ class SystemdTest(harness.TestCase):
         self.assertTrue(note.wait_for("STOPPING=1"), note.messages)
         self.assertEqual(fc.wait(10), 0)
 
-    def test_socket_activation_serves_the_passed_socket(self):
-        # systemd's side: a listening socket at fd 3, LISTEN_FDS=1 and
-        # LISTEN_PID naming the process it is meant for.
+    def activate(self, **settings):
+        """systemd's side: a listening socket at fd 3, LISTEN_FDS=1 and
+        LISTEN_PID naming the process it is meant for; fcgate started on it
+        with settings. The Fcgate and the socket's path."""
         path = os.path.join(self.tmp, "activated.sock")
         lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         lsock.bind(path)
         os.chmod(path, 0o666)
         lsock.listen(64)
-        unused = os.path.join(self.tmp, "configured.sock")
-        fc = self.fcgate("bench", start=False, workers=2, listen=["unix:" + unused])
+        fc = self.fcgate("bench", start=False, **settings)
         fd = lsock.fileno()
-        script = activation_script(fd)
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", script, "sh", harness.FCGATE_BIN, "-c", fc.conf_path],
+        fc.proc = subprocess.Popen(
+            ["/bin/sh", "-c", activation_script(fd), "sh", harness.FCGATE_BIN, "-c",
+             fc.conf_path],
             pass_fds=(fd,), stdout=open(fc.log_path, "w"), stderr=subprocess.STDOUT,
             start_new_session=True)
         lsock.close()
-        fc.proc = proc
+        return fc, path
+
+    def test_socket_activation_serves_the_passed_socket(self):
+        unused = os.path.join(self.tmp, "configured.sock")
+        fc, path = self.activate(workers=2, listen=["unix:" + unused])
         spec = "unix:" + path
         ok = harness.wait_until(lambda: self._answers(spec), 10.0)
         self.assertTrue(ok, fc.log())
@@ -109,21 +113,8 @@ class SystemdTest(harness.TestCase):
     def test_socket_activation_with_ondemand_starts_workers_on_connections(self):
         # An ondemand pool on systemd's socket: no worker until a
         # connection arrives on it, none again once idle.
-        path = os.path.join(self.tmp, "activated.sock")
-        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        lsock.bind(path)
-        os.chmod(path, 0o666)
-        lsock.listen(64)
-        fc = self.fcgate("bench", start=False, pm="ondemand", max_workers=2, idle_timeout=1,
-                         listen=["unix:" + os.path.join(self.tmp, "configured.sock")])
-        fd = lsock.fileno()
-        script = activation_script(fd)
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", script, "sh", harness.FCGATE_BIN, "-c", fc.conf_path],
-            pass_fds=(fd,), stdout=open(fc.log_path, "w"), stderr=subprocess.STDOUT,
-            start_new_session=True)
-        lsock.close()
-        fc.proc = proc
+        fc, path = self.activate(pm="ondemand", max_workers=2, idle_timeout=1,
+                                 listen=["unix:" + os.path.join(self.tmp, "configured.sock")])
         self.assertTrue(fc.wait_log(r"from systemd"), fc.log())
         time.sleep(0.5)
         self.assertEqual(fc.worker_pids(), [], fc.log())
