@@ -1267,18 +1267,18 @@ static const char *module_problem(const char *path)
 /* The bounds against each other, once every file and option is in. */
 static int check_pool(const struct config *c, struct config_errors *errs)
 {
-    const char *where = c->path ? c->path : "(default)";
+    const char *file = c->path ? c->path : "(default)";
 
     if (c->pm == PM_STATIC)
         return 0;
     if (c->min_workers > c->max_workers)
-        return config_error(errs, "%s: min_workers (%d) is above max_workers (%d)", where,
+        return config_error(errs, "%s: min_workers (%d) is above max_workers (%d)", file,
                             c->min_workers, c->max_workers);
     if (c->pm == PM_DYNAMIC && c->min_workers < 1)
         return config_error(errs,
                             "%s: pm = \"dynamic\" needs min_workers >= 1 (pm = \"ondemand\" "
                             "is the pool that empties)",
-                            where);
+                            file);
     return 0;
 }
 
