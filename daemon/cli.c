@@ -160,7 +160,7 @@ static const char *header(const char *head, const char *name, char *buf, size_t 
 static int ask(const char *addr, const char *query)
 {
     struct codec_buf resp = {0};
-    char ready[32];
+    char ready[32], pm[32];
     int fd = dial(addr), rc = CLI_NO_ANSWER;
 
     if (fd < 0)
@@ -176,7 +176,11 @@ static int ask(const char *addr, const char *query)
         goto out;
     }
     fputs(body + 4, stdout);
-    rc = atoi(ready) > 0 ? CLI_SERVING : CLI_NOT_READY;
+    /* An ondemand pool with no worker while idle is serving: the next
+     * connection starts one. */
+    int empty_ok =
+        header((char *)resp.data, "X-Fcgate-Pm", pm, sizeof(pm)) && strcmp(pm, "ondemand") == 0;
+    rc = atoi(ready) > 0 || empty_ok ? CLI_SERVING : CLI_NOT_READY;
     if (rc == CLI_NOT_READY)
         fprintf(stderr, "fcgate status: no worker ready\n");
 out:

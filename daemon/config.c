@@ -322,7 +322,8 @@ static void set_size(struct loader *L, const config_setting_t *s, const struct k
 }
 
 /* Seconds with a fraction (5, 0.5), stored as milliseconds in an
- * unsigned; min and max are milliseconds. */
+ * unsigned long; min and max are milliseconds: slowlog.timeout,
+ * queue_timeout. */
 static void set_seconds_ms(struct loader *L, const config_setting_t *s, const struct key *k)
 {
     double v;
@@ -347,7 +348,7 @@ static void set_seconds_ms(struct loader *L, const config_setting_t *s, const st
                (double)k->min / 1e3, (double)k->max / 1e3, v);
         return;
     }
-    *FIELD(L->c, k, unsigned) = (unsigned)(ms + 0.5);
+    *FIELD(L->c, k, unsigned long) = (unsigned long)(ms + 0.5);
 }
 
 static const char *get_str(struct loader *L, const config_setting_t *s, const struct key *k)
@@ -651,6 +652,91 @@ static void set_settings(struct loader *L, const config_setting_t *s, const stru
     free(v);
 }
 
+static void set_pm(struct loader *L, const config_setting_t *s, const struct key *k)
+{
+    struct qbuf qb;
+    const char *v = get_str(L, s, k);
+
+    if (v == NULL)
+        return;
+    if (strcmp(v, "static") == 0)
+        L->c->pm = PM_STATIC;
+    else if (strcmp(v, "dynamic") == 0)
+        L->c->pm = PM_DYNAMIC;
+    else if (strcmp(v, "ondemand") == 0)
+        L->c->pm = PM_ONDEMAND;
+    else
+        err_at(L, s, "'%s' must be \"static\", \"dynamic\" or \"ondemand\", not \"%s\"", k->path,
+               quote(&qb, v));
+}
+
+int config_parse_size(const char *v, unsigned long long *out)
+{
+    unsigned long long n = 0, mult = 1;
+    const char *p = v;
+
+    if (*p < '0' || *p > '9')
+        return -1;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (n > (ULLONG_MAX - 9) / 10)
+            return -1;
+        n = n * 10 + (unsigned long long)(*p - '0');
+    }
+    switch (*p) {
+    case 'k':
+    case 'K':
+        mult = 1ull << 10;
+        break;
+    case 'm':
+    case 'M':
+        mult = 1ull << 20;
+        break;
+    case 'g':
+    case 'G':
+        mult = 1ull << 30;
+        break;
+    case '\0':
+        break;
+    default:
+        return -1;
+    }
+    if (*p != '\0' && p[1] != '\0')
+        return -1;
+    if (n > ULLONG_MAX / mult)
+        return -1;
+    *out = n * mult;
+    return 0;
+}
+
+/* Bytes: "512M", "2G", "0" (off), or a plain integer. */
+static void set_bytes(struct loader *L, const config_setting_t *s, const struct key *k)
+{
+    struct qbuf qb;
+    unsigned long long v;
+    long long i;
+
+    switch (config_setting_type(s)) {
+    case CONFIG_TYPE_INT:
+    case CONFIG_TYPE_INT64:
+        if (get_int(L, s, k, &i) == 0)
+            *FIELD(L->c, k, unsigned long long) = (unsigned long long)i;
+        return;
+    case CONFIG_TYPE_STRING:
+        if (config_parse_size(config_setting_get_string(s), &v) < 0 ||
+            v > (unsigned long long)k->max) {
+            err_at(
+                L, s,
+                "'%s' must be a size like \"512M\" (K, M, G: powers of 1024) up to 1T, not \"%s\"",
+                k->path, quote(&qb, config_setting_get_string(s)));
+            return;
+        }
+        *FIELD(L->c, k, unsigned long long) = v;
+        return;
+    default:
+        err_at(L, s, "'%s' must be a size like \"512M\"", k->path);
+    }
+}
+
 static void walk(struct loader *L, const config_setting_t *g, const struct key *keys,
                  const char *group);
 
@@ -738,6 +824,12 @@ static const struct key root_keys[] = {
     {"max_requests", "max_requests", set_long, OFF(max_requests), 0, INT_MAX, NULL},
     {"max_requests_jitter", "max_requests_jitter", set_long, OFF(max_requests_jitter), 0, INT_MAX,
      NULL},
+    {"pm", "pm", set_pm, 0, 0, 0, NULL},
+    {"min_workers", "min_workers", set_int, OFF(min_workers), 0, 1024, NULL},
+    {"max_workers", "max_workers", set_int, OFF(max_workers), 1, 1024, NULL},
+    {"idle_timeout", "idle_timeout", set_int, OFF(idle_timeout), 1, 86400, NULL},
+    {"queue_timeout", "queue_timeout", set_seconds_ms, OFF(queue_timeout_ms), 0, 86400000, NULL},
+    {"max_memory", "max_memory", set_bytes, OFF(max_memory), 0, 1ll << 40, NULL},
     {"app", "app", set_group, 0, 0, 0, app_keys},
     {"log", "log", set_group, 0, 0, 0, log_keys},
     {"limits", "limits", set_group, 0, 0, 0, limits_keys},
@@ -1027,6 +1119,12 @@ int config_defaults(struct config *c)
     c->keepalive_timeout = 75;
     c->max_requests = 0;
     c->max_requests_jitter = 0;
+    c->pm = PM_STATIC;
+    c->min_workers = 1;
+    c->max_workers = 8;
+    c->idle_timeout = 10;
+    c->queue_timeout_ms = 0;
+    c->max_memory = 0;
     c->app_module = strdup(DEFAULT_MODULE);
     c->app_database = strdup(DEFAULT_DATABASE);
     c->log_level = FCGATE_LOG_INFO;
@@ -1177,6 +1275,24 @@ static const char *module_problem(const char *path)
     return NULL;
 }
 
+/* The bounds against each other, once every file and option is in. */
+static int check_pool(const struct config *c, struct config_errors *errs)
+{
+    const char *file = c->path ? c->path : "(default)";
+
+    if (c->pm == PM_STATIC)
+        return 0;
+    if (c->min_workers > c->max_workers)
+        return config_error(errs, "%s: min_workers (%d) is above max_workers (%d)", file,
+                            c->min_workers, c->max_workers);
+    if (c->pm == PM_DYNAMIC && c->min_workers < 1)
+        return config_error(errs,
+                            "%s: pm = \"dynamic\" needs min_workers >= 1 (pm = \"ondemand\" "
+                            "is the pool that empties)",
+                            file);
+    return 0;
+}
+
 int config_check(const struct config *c, struct config_errors *errs)
 {
     const char *origin = c->app_module_origin ? c->app_module_origin : "(default)", *problem;
@@ -1192,6 +1308,7 @@ int config_check(const struct config *c, struct config_errors *errs)
         n += config_error(errs, "%s: app module '%s': %s", origin, quote(&qb, c->app_module),
                           problem);
 
+    n += check_pool(c, errs);
     if (c->nlisten == 0 || c->nlisten > CONFIG_MAX_LISTEN)
         return n + config_error(errs,
                                 "(default): between 1 and %d listen addresses are needed, not %zu",
@@ -1228,6 +1345,19 @@ const char *config_mode_name(enum config_mode m)
         return "threads";
     case MODE_ASYNC:
         return "async";
+    }
+    return "unknown";
+}
+
+const char *config_pm_name(enum config_pm pm)
+{
+    switch (pm) {
+    case PM_STATIC:
+        return "static";
+    case PM_DYNAMIC:
+        return "dynamic";
+    case PM_ONDEMAND:
+        return "ondemand";
     }
     return "unknown";
 }

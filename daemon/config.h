@@ -13,6 +13,9 @@
 #include <stddef.h>
 
 enum config_mode { MODE_SYNC = 0, MODE_THREADS = 1, MODE_ASYNC = 2 };
+/* How the pool is sized: a fixed count, between bounds with the load, or
+ * from zero as connections arrive. */
+enum config_pm { PM_STATIC = 0, PM_DYNAMIC = 1, PM_ONDEMAND = 2 };
 
 #define CONFIG_MAX_LISTEN 16
 
@@ -46,6 +49,13 @@ struct config {
     long max_requests;      /* 0: never recycle */
     long max_requests_jitter;
 
+    enum config_pm pm;              /* PM_STATIC: `workers`; else min_workers..max_workers */
+    int min_workers;                /* 0..1024; dynamic keeps at least this many (>= 1) */
+    int max_workers;                /* 1..1024, >= min_workers */
+    int idle_timeout;               /* seconds a worker may idle before it retires, 1..86400 */
+    unsigned long queue_timeout_ms; /* 0: off; a request queued longer is answered 503 */
+    unsigned long long max_memory;  /* bytes of PSS per worker; 0: off */
+
     char *app_module;   /* path of the .so */
     char *app_database; /* sqlite path; NULL or "": no database */
     struct config_setting *settings;
@@ -59,7 +69,7 @@ struct config {
     char *status_listen;         /* the status socket; NULL: no status endpoint */
     unsigned status_listen_mode; /* its permission bits (unix), default 0660 */
     char *slowlog_file;          /* the slow log; NULL: off */
-    unsigned slowlog_timeout_ms; /* a request running longer is logged, 1 ms..86400 s */
+    unsigned long slowlog_timeout_ms; /* a request running longer is logged, 1 ms..86400 s */
 
     size_t max_params_bytes; /* 1024..16 MiB */
     size_t max_body_bytes;   /* 0..4 GiB */
@@ -111,6 +121,10 @@ int config_check(const struct config *c, struct config_errors *errs);
 
 /* "sync", "threads", "async". */
 const char *config_mode_name(enum config_mode m);
+/* "static", "dynamic", "ondemand". */
+const char *config_pm_name(enum config_pm pm);
+/* "64M" style sizes: digits, then K, M or G (powers of 1024). 0, or -1. */
+int config_parse_size(const char *v, unsigned long long *out);
 
 /* Looks up an app.settings value, NULL if absent. */
 const char *config_setting(const struct config *c, const char *name);

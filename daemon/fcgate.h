@@ -58,6 +58,12 @@ struct score_slot {
     _Atomic uint64_t duration_us;                /* sum of all durations */
     _Atomic pid_t tid;        /* the thread serving through it (gettid), 0: none */
     _Atomic uint64_t slow_ms; /* start_ms of the request the slow log has seen */
+    /* How long requests waited before this thread read them (from the
+     * X-Request-Start parameter nginx adds; requests without it are not
+     * counted), and those answered 503 for waiting past queue_timeout. */
+    _Atomic uint64_t queue_le[SCORE_BUCKETS]; /* per bucket, not cumulative */
+    _Atomic uint64_t queue_us;
+    _Atomic uint64_t queue_rejected;
     char method[12]; /* of the current request; racy reads are tolerated */
     char path[116];
 };
@@ -86,18 +92,49 @@ struct score_stack *scoreboard_stack(const struct scoreboard *sb, size_t worker)
 void scoreboard_begin(struct score_slot *s, const char *method, const char *path);
 /* The request ended with HTTP status and took duration_us. */
 void scoreboard_end(struct score_slot *s, int status, uint64_t duration_us);
+/* The request had waited wait_us before it was read; rejected: answered
+ * 503 for it (queue_timeout). */
+void scoreboard_queued(struct score_slot *s, uint64_t wait_us, int rejected);
 
 /* What outlives workers and generations, in one shared mapping: written by
  * the supervisor, read by the status process. */
-enum { RESTART_CRASH, RESTART_TIMEOUT, RESTART_RECYCLE, RESTART_RELOAD, RESTART_REASONS };
+enum {
+    RESTART_CRASH,
+    RESTART_TIMEOUT,
+    RESTART_RECYCLE,
+    RESTART_RELOAD,
+    RESTART_MEMORY, /* over max_memory: replaced first, then retired */
+    RESTART_REASONS
+};
+/* Why the pool grew or shrank (pm dynamic, ondemand; memory in any pm). */
+enum pool_spawn {
+    SPAWN_FLOOR,  /* below min_workers (start, after a crash) */
+    SPAWN_LOAD,   /* the share of busy slots stayed high */
+    SPAWN_QUEUE,  /* connections waited in the listen queue */
+    SPAWN_MEMORY, /* the replacement of a worker over max_memory */
+    SPAWN_REASONS
+};
+enum pool_retire {
+    RETIRE_IDLE,   /* idle past idle_timeout */
+    RETIRE_BOUND,  /* above max_workers (TTOU) */
+    RETIRE_MEMORY, /* over max_memory */
+    RETIRE_REASONS
+};
 struct score_totals {
     _Atomic uint64_t restarts[RESTART_REASONS];
+    _Atomic uint64_t spawns[SPAWN_REASONS];
+    _Atomic uint64_t retirements[RETIRE_REASONS];
     _Atomic uint64_t timeouts; /* requests or threads found over `timeout` */
     /* The counters of generations already freed, so totals never fall. */
     _Atomic uint64_t requests;
     _Atomic uint64_t by_class[SCORE_CLASSES];
     _Atomic uint64_t duration_le[SCORE_BUCKETS];
     _Atomic uint64_t duration_us;
+    _Atomic uint64_t queue_le[SCORE_BUCKETS];
+    _Atomic uint64_t queue_us;
+    _Atomic uint64_t queue_rejected;
+    /* The pool as the supervisor sizes it now (bounds move with TTIN/TTOU). */
+    _Atomic int pool_min, pool_max;
 };
 /* NULL on failure (errno). */
 struct score_totals *scoreboard_totals_create(void);
@@ -183,6 +220,16 @@ struct status_snapshot {
     uint64_t duration_us;
     uint64_t restarts[RESTART_REASONS];
     uint64_t timeouts;
+    const char *pm;               /* "static", "dynamic", "ondemand" */
+    int min_workers, max_workers; /* the pool's bounds now */
+    int idle_timeout;             /* s */
+    double queue_timeout;         /* s, 0: off */
+    uint64_t max_memory;          /* bytes, 0: off */
+    uint64_t spawns[SPAWN_REASONS];
+    uint64_t retirements[RETIRE_REASONS];
+    uint64_t queue_rejected;
+    uint64_t queue_le[SCORE_BUCKETS]; /* the wait before a worker read a request */
+    uint64_t queue_us;
     struct status_listen listen[CONFIG_MAX_LISTEN];
     size_t nlisten;
     struct status_slot *slots; /* every live thread slot, worker by worker */
@@ -203,6 +250,9 @@ int status_page_render(struct codec_buf *out, const struct status_snapshot *s, e
 char proc_state(pid_t pid);
 /* Its resident set in bytes; 0: gone. */
 uint64_t proc_rss(pid_t pid);
+/* Its proportional set (smaps_rollup) in bytes, *pss set; the resident
+ * set where that cannot be read (*pss 0); 0: gone. */
+uint64_t proc_memory(pid_t pid, int *pss);
 
 /* db.c: one sqlite connection per thread, opened lazily after fork. */
 void db_configure(const char *path);
@@ -229,7 +279,8 @@ struct req_io {
 struct req_app {
     const struct fcgate_app *app;
     void *ctx;
-    const char *access_format; /* NULL: LOG_ACCESS_FORMAT_DEFAULT */
+    const char *access_format;      /* NULL: LOG_ACCESS_FORMAT_DEFAULT */
+    unsigned long queue_timeout_ms; /* 0: never answer 503 for a long wait */
 };
 
 /* The side of a connection a request sees. */
@@ -258,6 +309,12 @@ struct request_body {
     size_t limit;
     int too_big;
 };
+
+/* Pure: an X-Request-Start value ("t=1700000000.123", seconds with a
+ * fraction, or whole milliseconds, microseconds or nanoseconds, told apart
+ * by magnitude as APM agents do) as microseconds since the epoch. 0, or
+ * -1 when it is none of these. */
+int request_start_us(const char *v, uint64_t *out);
 
 enum req_result { REQ_ANSWERED, REQ_PEER_GONE };
 /* Runs the app on a complete request; writes the response and END_REQUEST. */
@@ -501,6 +558,40 @@ int policy_boot_overdue(uint64_t started_ms, uint64_t now, int timeout_s);
 /* Whether a ready worker's slots show it stuck; *which is the slot. */
 enum overdue policy_overdue(const struct score_slot *slots, size_t n, uint64_t now, int timeout_s,
                             size_t *which);
+
+/* The pool's size, decided each turn for pm dynamic and ondemand: how many
+ * workers to start and which idle one to retire, from what the scoreboard
+ * and the listen queues say now and a little memory of the turns before
+ * (hysteresis). */
+struct pool_bounds {
+    enum config_pm pm;
+    size_t min, max;
+    uint64_t idle_timeout_ms;
+};
+struct pool_reading {
+    uint64_t now;
+    size_t workers;          /* alive and staying (not told to stop), booting included */
+    size_t booting;          /* of those, not ready yet */
+    unsigned per_worker;     /* requests one worker serves at once */
+    uint64_t busy;           /* requests in progress on them */
+    long queue;              /* connections waiting in the listen queues; -1: unknown */
+    int waiting;             /* a connection waits for a worker (listen readable, parked) */
+    const uint64_t *idle_ms; /* per staying worker, how long it has been idle */
+};
+struct pool_state {
+    uint64_t high_since; /* the busy share first read high, 0: not high */
+};
+struct pool_decision {
+    size_t start;
+    enum pool_spawn start_why;
+    long retire; /* an index into idle_ms, -1: none */
+    enum pool_retire retire_why;
+};
+void policy_pool(const struct pool_bounds *b, const struct pool_reading *r, struct pool_state *st,
+                 struct pool_decision *d);
+/* A worker whose memory read over max_memory: *over counts the readings
+ * in a row; 1 when it is time to replace it. */
+int policy_memory_over(uint64_t bytes, uint64_t max_memory, unsigned *over);
 
 /* cli.c: `fcgate status`, argv from "status" on; the exit status. */
 int cli_status(int argc, char **argv);

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * proc.c - what /proc says of another process: its state letter and its
- * resident size. Each is one read of one file; a process that is gone
- * reads as 0.
+ * resident size, or its proportional set size. Each is one read of one
+ * file; a process that is gone reads as 0.
  */
 #include "fcgate.h"
 
@@ -42,4 +42,22 @@ uint64_t proc_rss(pid_t pid)
         sscanf(buf, "%llu %llu", &size, &resident) != 2)
         return 0;
     return resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* smaps_rollup sums every mapping: the kernel walks the page tables, a
+ * millisecond or so for a large process, so it is read once a second at
+ * most. Reading another user's needs ptrace access; without it, RSS. */
+uint64_t proc_memory(pid_t pid, int *pss)
+{
+    char buf[2048];
+    *pss = 0;
+    if (read_proc(pid, "smaps_rollup", buf, sizeof(buf)) > 0) {
+        const char *line = strstr(buf, "\nPss:");
+        unsigned long long kb;
+        if (line && sscanf(line + 5, "%llu", &kb) == 1) {
+            *pss = 1;
+            return kb * 1024u;
+        }
+    }
+    return proc_rss(pid);
 }

@@ -7,6 +7,12 @@
  * in OUT_FLUSH bytes leaves in one write with a Content-Length (nginx can
  * then keep its client connection alive without chunking); a larger one
  * leaves in OUT_FLUSH-sized pieces as the app writes it.
+ *
+ * Before the app runs, the time nginx received the request (its
+ * X-Request-Start parameter) says how long it waited for a worker: counted
+ * for the status page, and past queue_timeout answered 503 here, in one
+ * place for every engine, without calling the module (its client has most
+ * likely given up: php-src #11260's backlog of abandoned requests).
  */
 #include "fcgate.h"
 #include "log.h"
@@ -457,6 +463,73 @@ static void cut_off(struct fcgate_req *r)
     r->gone = 1;
 }
 
+/* Whole digits of v into *n (at most 19, so no overflow); the count. */
+static int digits(const char **v, uint64_t *n)
+{
+    int count = 0;
+    for (*n = 0; **v >= '0' && **v <= '9'; (*v)++, count++) {
+        if (count == 19)
+            return -1;
+        *n = *n * 10 + (uint64_t)(**v - '0');
+    }
+    return count;
+}
+
+/* The magnitudes, as New Relic's and Datadog's agents tell them apart:
+ * epoch seconds stay below 1e11 until the year 5138, milliseconds below
+ * 1e14, microseconds below 1e17; nanoseconds above. */
+int request_start_us(const char *v, uint64_t *out)
+{
+    uint64_t whole, frac_us = 0;
+    if (v[0] == 't' && v[1] == '=')
+        v += 2;
+    if (digits(&v, &whole) <= 0)
+        return -1;
+    if (*v == '.') {
+        uint64_t scale = 100000;
+        for (v++; *v >= '0' && *v <= '9'; v++, scale /= 10)
+            frac_us += (uint64_t)(*v - '0') * scale;
+    }
+    if (*v != '\0')
+        return -1;
+    if (whole < 100000000000ull)
+        *out = whole * 1000000u + frac_us;
+    else if (whole < 100000000000000ull)
+        *out = whole * 1000u + frac_us / 1000u;
+    else if (whole < 100000000000000000ull)
+        *out = whole;
+    else
+        *out = whole / 1000u;
+    return 0;
+}
+
+/* How long the request waited, counted on its slot; 1 if that is past
+ * queue_timeout, and then its answer is a 503 in place of the app's. */
+static int queue_reject(struct fcgate_req *r)
+{
+    const char *v = codec_param(&r->ch->codec, "HTTP_X_REQUEST_START");
+    unsigned long limit_ms = r->ch->app->queue_timeout_ms;
+    struct timespec ts;
+    uint64_t start_us;
+
+    if (!v || request_start_us(v, &start_us) < 0)
+        return 0;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    uint64_t wait_us = now_us > start_us ? now_us - start_us : 0; /* clocks apart: no wait */
+    int reject = limit_ms && wait_us > (uint64_t)limit_ms * 1000u;
+    if (r->ch->slot)
+        scoreboard_queued(r->ch->slot, wait_us, reject);
+    if (!reject)
+        return 0;
+    /* The client most likely gave up; one that did not may come back. */
+    r->status = 503;
+    fcgate_add_header(r, "Retry-After", "1");
+    static const char body[] = "service unavailable: the request waited too long for a worker\n";
+    fcgate_write(r, body, sizeof(body) - 1);
+    return 1;
+}
+
 static void access_log(struct fcgate_req *r, uint64_t t0_us)
 {
     struct timespec ts;
@@ -511,7 +584,7 @@ enum req_result request_run(struct req_chan *ch, uint16_t id, struct request_bod
         atomic_fetch_add_explicit(&ch->slot->active, 1, memory_order_relaxed);
     }
 
-    int rc = app->app->handle(app->ctx, &r);
+    int rc = queue_reject(&r) ? 0 : app->app->handle(app->ctx, &r);
     if (ch->cancelled) {
         /* Over `timeout` (async mode): whatever the handler made of its
          * failed waits, the client gets a 504, or a cut if it already

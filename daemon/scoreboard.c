@@ -105,6 +105,14 @@ void scoreboard_end(struct score_slot *s, int status, uint64_t duration_us)
     atomic_fetch_add_explicit(&s->duration_us, duration_us, memory_order_relaxed);
 }
 
+void scoreboard_queued(struct score_slot *s, uint64_t wait_us, int rejected)
+{
+    atomic_fetch_add_explicit(&s->queue_le[bucket_of(wait_us)], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->queue_us, wait_us, memory_order_relaxed);
+    if (rejected)
+        atomic_fetch_add_explicit(&s->queue_rejected, 1, memory_order_relaxed);
+}
+
 struct score_totals *scoreboard_totals_create(void)
 {
     void *p = mmap(NULL, sizeof(struct score_totals), PROT_READ | PROT_WRITE,
@@ -128,6 +136,10 @@ void scoreboard_totals_absorb(struct score_totals *t, const struct scoreboard *s
         for (size_t b = 0; b < SCORE_BUCKETS; b++)
             atomic_fetch_add(&t->duration_le[b], atomic_load(&s->duration_le[b]));
         atomic_fetch_add(&t->duration_us, atomic_load(&s->duration_us));
+        for (size_t b = 0; b < SCORE_BUCKETS; b++)
+            atomic_fetch_add(&t->queue_le[b], atomic_load(&s->queue_le[b]));
+        atomic_fetch_add(&t->queue_us, atomic_load(&s->queue_us));
+        atomic_fetch_add(&t->queue_rejected, atomic_load(&s->queue_rejected));
     }
 }
 

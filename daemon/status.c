@@ -71,6 +71,10 @@ static void counters_add(struct status_snapshot *snap, const struct score_slot *
     for (size_t b = 0; b < SCORE_BUCKETS; b++)
         snap->duration_le[b] += atomic_load(&s->duration_le[b]);
     snap->duration_us += atomic_load(&s->duration_us);
+    for (size_t b = 0; b < SCORE_BUCKETS; b++)
+        snap->queue_le[b] += atomic_load(&s->queue_le[b]);
+    snap->queue_us += atomic_load(&s->queue_us);
+    snap->queue_rejected += atomic_load(&s->queue_rejected);
 }
 
 /* Every slot of g: its counters into the totals, live ones into slots. */
@@ -154,6 +158,26 @@ static void collect_listen(struct status_snapshot *snap, const struct status_env
     }
 }
 
+/* The pool's settings and what the supervisor did with it. */
+static void collect_pool(struct status_snapshot *snap, const struct status_env *env)
+{
+    const struct score_totals *t = env->totals;
+    snap->pm = config_pm_name(env->cfg->pm);
+    snap->min_workers = atomic_load(&t->pool_min);
+    snap->max_workers = atomic_load(&t->pool_max);
+    snap->idle_timeout = env->cfg->idle_timeout;
+    snap->queue_timeout = (double)env->cfg->queue_timeout_ms / 1e3;
+    snap->max_memory = env->cfg->max_memory;
+    for (size_t r = 0; r < SPAWN_REASONS; r++)
+        snap->spawns[r] = atomic_load(&t->spawns[r]);
+    for (size_t r = 0; r < RETIRE_REASONS; r++)
+        snap->retirements[r] = atomic_load(&t->retirements[r]);
+    for (size_t b = 0; b < SCORE_BUCKETS; b++)
+        snap->queue_le[b] = atomic_load(&t->queue_le[b]);
+    snap->queue_us = atomic_load(&t->queue_us);
+    snap->queue_rejected = atomic_load(&t->queue_rejected);
+}
+
 int status_collect(const struct status_env *env, struct status_snapshot *snap)
 {
     const struct score_totals *t = env->totals;
@@ -175,7 +199,10 @@ int status_collect(const struct status_env *env, struct status_snapshot *snap)
     snap->supervisor = env->supervisor;
     snap->generation = env->current;
     snap->uptime_s = (now - env->started_ms) / 1000u;
-    snap->workers_configured = env->cfg->workers;
+    /* A dynamic pool asks for its floor, an ondemand one for none. */
+    snap->workers_configured = env->cfg->pm == PM_STATIC    ? env->cfg->workers
+                               : env->cfg->pm == PM_DYNAMIC ? atomic_load(&t->pool_min)
+                                                            : 0;
     snap->requests_total = atomic_load(&t->requests);
     for (size_t c = 0; c < SCORE_CLASSES; c++)
         snap->by_class[c] = atomic_load(&t->by_class[c]);
@@ -185,6 +212,7 @@ int status_collect(const struct status_env *env, struct status_snapshot *snap)
     for (size_t r = 0; r < RESTART_REASONS; r++)
         snap->restarts[r] = atomic_load(&t->restarts[r]);
     snap->timeouts = atomic_load(&t->timeouts);
+    collect_pool(snap, env);
     for (size_t g = 0; g < env->ngens; g++)
         collect_gen(snap, &env->gens[g], cap, now);
     count_workers(snap);
@@ -212,6 +240,7 @@ static int status_handle(void *ctx, fcgate_req *r)
     fcgate_add_header(r, "Cache-Control", "no-store");
     /* For `fcgate status`'s exit code, whatever the format. */
     fcgate_add_header(r, "X-Fcgate-Workers-Ready", ready);
+    fcgate_add_header(r, "X-Fcgate-Pm", snap.pm);
     rc = fcgate_write(r, page.data, page.len);
 out:
     codec_buf_free(&page);

@@ -16,7 +16,11 @@
 #include <string.h>
 
 static const char *const class_names[SCORE_CLASSES] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
-static const char *const reason_names[RESTART_REASONS] = {"crash", "timeout", "recycle", "reload"};
+static const char *const reason_names[RESTART_REASONS] = {"crash", "timeout", "recycle", "reload",
+                                                          "memory"};
+
+static const char *const spawn_names[SPAWN_REASONS] = {"min_workers", "load", "queue", "memory"};
+static const char *const retire_names[RETIRE_REASONS] = {"idle", "bound", "memory"};
 
 const char *status_state_name(enum status_state s)
 {
@@ -138,12 +142,47 @@ static size_t worker_end(const struct status_snapshot *s, size_t i, enum status_
 
 /* ---- text ---- */
 
+static void text_counts(struct out *o, const char *const *names, const uint64_t *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        put(o, "%s %s %llu", i ? "," : "", names[i], (unsigned long long)v[i]);
+}
+
+static uint64_t sum(const uint64_t *v, size_t n)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += v[i];
+    return total;
+}
+
+static void text_pool(struct out *o, const struct status_snapshot *s)
+{
+    uint64_t waited = sum(s->queue_le, SCORE_BUCKETS);
+    put(o, "pool: pm %s, %d..%d workers, idle_timeout %d s\nspawns:", s->pm ? s->pm : "static",
+        s->min_workers, s->max_workers, s->idle_timeout);
+    text_counts(o, spawn_names, s->spawns, SPAWN_REASONS);
+    put(o, "; retirements:");
+    text_counts(o, retire_names, s->retirements, RETIRE_REASONS);
+    put(o, "\nqueue: %llu requests timed (mean wait %.1f ms), %llu answered 503",
+        (unsigned long long)waited, waited ? (double)s->queue_us / 1e3 / (double)waited : 0.0,
+        (unsigned long long)s->queue_rejected);
+    if (s->queue_timeout > 0)
+        put(o, " (queue_timeout %g s)\n", s->queue_timeout);
+    else
+        put(o, " (queue_timeout off)\n");
+}
+
 static void text_head(struct out *o, const struct status_snapshot *s)
 {
     put(o, "fcgate %s, %s mode, supervisor pid %d, up %llu s\n", s->version, s->mode,
         (int)s->supervisor, (unsigned long long)s->uptime_s);
-    put(o, "generation %u: %zu of %d workers ready\n", s->generation, s->ready,
-        s->workers_configured);
+    if (s->pm && strcmp(s->pm, "static") != 0)
+        put(o, "generation %u: %zu workers ready (pm %s, %d..%d)\n", s->generation, s->ready, s->pm,
+            s->min_workers, s->max_workers);
+    else
+        put(o, "generation %u: %zu of %d workers ready\n", s->generation, s->ready,
+            s->workers_configured);
     put(o, "workers: %zu idle, %zu busy, %zu stopping\n", s->workers[STATE_IDLE],
         s->workers[STATE_BUSY], s->workers[STATE_STOPPING]);
     put(o, "requests: %llu", (unsigned long long)s->requests_total);
@@ -152,7 +191,9 @@ static void text_head(struct out *o, const struct status_snapshot *s)
     put(o, ")\nrestarts:");
     for (size_t r = 0; r < RESTART_REASONS; r++)
         put(o, "%s %s %llu", r ? "," : "", reason_names[r], (unsigned long long)s->restarts[r]);
-    put(o, "; timeouts %llu\n\n", (unsigned long long)s->timeouts);
+    put(o, "; timeouts %llu\n", (unsigned long long)s->timeouts);
+    text_pool(o, s);
+    put(o, "\n");
     put(o, "%-40s %7s %7s\n", "LISTEN", "QUEUE", "MAX");
     for (size_t i = 0; i < s->nlisten; i++)
         put(o, "%-40s %7ld %7ld\n", s->listen[i].address, s->listen[i].queue,
@@ -194,6 +235,23 @@ static void json_counts(struct out *o, const char *name, const char *const *name
     for (size_t i = 0; i < n; i++)
         put(o, "%s\"%s\":%llu", i ? "," : "", names[i], (unsigned long long)v[i]);
     put(o, "}");
+}
+
+static void json_pool(struct out *o, const struct status_snapshot *s)
+{
+    uint64_t waited = sum(s->queue_le, SCORE_BUCKETS);
+    put(o,
+        ",\"pm\":\"%s\",\"min_workers\":%d,\"max_workers\":%d,\"idle_timeout\":%d,"
+        "\"queue_timeout\":%g,\"max_memory\":%llu",
+        s->pm ? s->pm : "static", s->min_workers, s->max_workers, s->idle_timeout, s->queue_timeout,
+        (unsigned long long)s->max_memory);
+    json_counts(o, "spawns", spawn_names, s->spawns, SPAWN_REASONS);
+    json_counts(o, "retirements", retire_names, s->retirements, RETIRE_REASONS);
+    put(o,
+        ",\"queue_rejections_total\":%llu,\"request_queue\":{\"count\":%llu,"
+        "\"sum_seconds\":%.6f}",
+        (unsigned long long)s->queue_rejected, (unsigned long long)waited,
+        (double)s->queue_us / 1e6);
 }
 
 static void json_listen(struct out *o, const struct status_snapshot *s)
@@ -255,6 +313,7 @@ static void json_page(struct out *o, const struct status_snapshot *s, int full)
     json_counts(o, "workers_by_state", state_names, states, STATE_COUNT);
     json_counts(o, "restarts", reason_names, s->restarts, RESTART_REASONS);
     put(o, ",\"timeouts_total\":%llu", (unsigned long long)s->timeouts);
+    json_pool(o, s);
     json_listen(o, s);
     json_workers(o, s);
     if (full)
@@ -269,22 +328,49 @@ static void om_family(struct out *o, const char *name, const char *type, const c
     put(o, "# TYPE %s %s\n# HELP %s %s\n", name, type, name, help);
 }
 
-static void om_histogram(struct out *o, const struct status_snapshot *s)
+static void om_histogram(struct out *o, const char *h, const char *help, const uint64_t *le,
+                         uint64_t sum_us)
 {
-    const char *h = "fcgate_request_duration_seconds";
     uint64_t cum = 0;
-    om_family(o, h, "histogram", "Time from a complete request to its last byte written.");
+    om_family(o, h, "histogram", help);
     put(o, "# UNIT %s seconds\n", h);
     for (size_t b = 0; b < SCORE_BUCKETS; b++) {
-        cum += s->duration_le[b];
+        cum += le[b];
         if (b < SCORE_BUCKETS - 1)
             put(o, "%s_bucket{le=\"%g\"} %llu\n", h, (double)scoreboard_bucket_us[b] / 1e6,
                 (unsigned long long)cum);
         else
             put(o, "%s_bucket{le=\"+Inf\"} %llu\n", h, (unsigned long long)cum);
     }
-    put(o, "%s_count %llu\n%s_sum %.6f\n", h, (unsigned long long)cum, h,
-        (double)s->duration_us / 1e6);
+    put(o, "%s_count %llu\n%s_sum %.6f\n", h, (unsigned long long)cum, h, (double)sum_us / 1e6);
+}
+
+static void om_reasons(struct out *o, const char *name, const char *help, const char *const *names,
+                       const uint64_t *v, size_t n)
+{
+    om_family(o, name, "counter", help);
+    for (size_t i = 0; i < n; i++)
+        put(o, "%s_total{reason=\"%s\"} %llu\n", name, names[i], (unsigned long long)v[i]);
+}
+
+static void om_pool(struct out *o, const struct status_snapshot *s)
+{
+    om_family(o, "fcgate_pool", "info", "How the pool is sized (pm).");
+    put(o, "fcgate_pool_info{pm=\"%s\"} 1\n", s->pm ? s->pm : "static");
+    om_family(o, "fcgate_pool_min_workers", "gauge", "The pool's lower bound now.");
+    put(o, "fcgate_pool_min_workers %d\n", s->min_workers);
+    om_family(o, "fcgate_pool_max_workers", "gauge", "The pool's upper bound now (TTIN/TTOU).");
+    put(o, "fcgate_pool_max_workers %d\n", s->max_workers);
+    om_reasons(o, "fcgate_worker_spawns", "Workers the pool started, by reason.", spawn_names,
+               s->spawns, SPAWN_REASONS);
+    om_reasons(o, "fcgate_worker_retirements", "Workers the pool retired, by reason.", retire_names,
+               s->retirements, RETIRE_REASONS);
+    om_family(o, "fcgate_queue_rejections", "counter",
+              "Requests answered 503 for waiting past queue_timeout.");
+    put(o, "fcgate_queue_rejections_total %llu\n", (unsigned long long)s->queue_rejected);
+    om_histogram(o, "fcgate_request_queue_seconds",
+                 "Time from nginx receiving a request (X-Request-Start) to a worker reading it.",
+                 s->queue_le, s->queue_us);
 }
 
 static void om_listen(struct out *o, const struct status_snapshot *s, const char *name, int max)
@@ -308,12 +394,15 @@ static void om_page(struct out *o, const struct status_snapshot *s)
     for (size_t c = 0; c < SCORE_CLASSES; c++)
         put(o, "fcgate_requests_total{status=\"%s\"} %llu\n", class_names[c],
             (unsigned long long)s->by_class[c]);
-    om_histogram(o, s);
+    om_histogram(o, "fcgate_request_duration_seconds",
+                 "Time from a complete request to its last byte written.", s->duration_le,
+                 s->duration_us);
     om_family(o, "fcgate_workers", "gauge", "Worker processes, by state.");
     for (size_t i = 0; i < STATE_COUNT; i++)
         put(o, "fcgate_workers{state=\"%s\"} %zu\n", status_state_name((enum status_state)i),
             s->workers[i]);
-    om_family(o, "fcgate_workers_configured", "gauge", "Workers the configuration asks for.");
+    om_family(o, "fcgate_workers_configured", "gauge",
+              "Workers the configuration asks for (a dynamic pool's floor; 0 for ondemand).");
     put(o, "fcgate_workers_configured %d\n", s->workers_configured);
     om_listen(o, s, "fcgate_listen_queue", 0);
     om_listen(o, s, "fcgate_listen_queue_max", 1);
@@ -324,6 +413,7 @@ static void om_page(struct out *o, const struct status_snapshot *s)
     om_family(o, "fcgate_timeouts", "counter",
               "Requests (or silent threads) found running past timeout.");
     put(o, "fcgate_timeouts_total %llu\n", (unsigned long long)s->timeouts);
+    om_pool(o, s);
     om_family(o, "fcgate_uptime_seconds", "gauge", "Seconds since the supervisor started.");
     put(o, "fcgate_uptime_seconds %llu\n", (unsigned long long)s->uptime_s);
     put(o, "# EOF\n");

@@ -22,10 +22,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -41,6 +44,8 @@
  * stopped or stuck in the kernel; this long at most, then it is reported
  * without one. */
 #define STACK_WAIT_MS 500
+#define MEMORY_CHECK_MS 1000 /* max_memory: one reading per worker a second */
+#define PARK_MAX 256         /* idle connections held while an ondemand pool is empty */
 
 enum state {
     RUNNING,
@@ -79,6 +84,11 @@ struct proc {
     size_t timed_out;  /* 1 + the scoreboard slot over `timeout`; 0: none */
     int ready;
     struct stack_ask ask; /* a stack asked of one of its threads */
+    /* The pool (pool_*): when it was last seen busy, from its slots. */
+    uint64_t busy_ms, seen_requests;
+    unsigned mem_over; /* readings over max_memory in a row */
+    int memory;        /* over max_memory: retires once its replacement is ready */
+    pid_t replacement; /* that replacement, 0: none started */
 };
 
 static struct {
@@ -115,9 +125,22 @@ static struct {
     uint64_t status_next_ms;     /* respawn floor after it died */
     struct score_totals *totals; /* shared with the status process */
     uint64_t started_ms;
+    /* The pool (pm dynamic, ondemand): see pool_apply. */
+    struct pool_state pool;
+    int signal_fd;             /* readable when a signal is pending: waits with fds */
+    int pool_waiting;          /* a connection came to an empty ondemand pool */
+    int parked[PARK_MAX];      /* idle kept-alive connections of an emptied pool */
+    int parked_kept[PARK_MAX]; /* each has served requests already */
+    size_t nparked;
+    uint64_t next_memory_ms;
 } S;
 
 static void upgrade(void);
+static void pool_apply(uint64_t now);
+static void pool_publish(const struct generation *g);
+static void pool_bound(int up);
+static void pool_unpark(int all);
+static void pool_child_close(void);
 static void chown_logs(const struct config *cfg);
 static void upgrade_failed(int status);
 static void upgrade_done(void);
@@ -252,6 +275,7 @@ static int spawn(struct generation *g, size_t index)
         return -1;
     }
     if (pid == 0) {
+        pool_child_close();
         struct worker w = {
             .cfg = cfg,
             .listen_fds = S.listen_fds,
@@ -272,6 +296,7 @@ static int spawn(struct generation *g, size_t index)
     p->index = index;
     p->row = row;
     p->started_ms = monotonic_ms();
+    p->busy_ms = p->started_ms; /* idle_timeout counts from its start */
     log_debug("worker %zu started, pid %d (generation %u)", index, (int)pid, g->id);
     return 0;
 }
@@ -281,6 +306,10 @@ static int spawn(struct generation *g, size_t index)
 static void spawn_missing(uint64_t now)
 {
     struct generation *g = S.cur;
+    if (g->cfg.pm != PM_STATIC) {
+        pool_apply(now);
+        return;
+    }
     if (now < S.backoff.next_spawn_ms)
         return;
     for (size_t i = 0; i < (size_t)g->cfg.workers; i++)
@@ -343,7 +372,9 @@ static void on_exit_proc(struct proc *p, int status, uint64_t now)
     *p = S.procs[--S.nprocs];
     describe_exit(status, how, sizeof(how));
     if (S.state != RUNNING || dead.term_ms || g != S.cur) {
-        if (S.state == RUNNING && (dead.timed_out || g->retiring))
+        if (S.state == RUNNING && dead.memory)
+            atomic_fetch_add(&S.totals->restarts[RESTART_MEMORY], 1);
+        else if (S.state == RUNNING && (dead.timed_out || g->retiring))
             atomic_fetch_add(&S.totals->restarts[dead.timed_out ? RESTART_TIMEOUT : RESTART_RELOAD],
                              1);
         const struct score_slot *s = dead.timed_out ? blame(g, &dead) : NULL;
@@ -439,6 +470,22 @@ static void check_ready(void)
     }
 }
 
+/* The workers a generation has up before it counts as ready (to retire
+ * the one it replaces, to tell systemd): all of a static pool, the floor
+ * of a dynamic one, none of an ondemand one. */
+static size_t pool_ready_target(const struct generation *g)
+{
+    switch (g->cfg.pm) {
+    case PM_DYNAMIC:
+        return (size_t)g->cfg.min_workers;
+    case PM_ONDEMAND:
+        return 0;
+    case PM_STATIC:
+        break;
+    }
+    return (size_t)g->cfg.workers;
+}
+
 static size_t ready_count(const struct generation *g)
 {
     size_t n = 0;
@@ -450,7 +497,7 @@ static size_t ready_count(const struct generation *g)
 /* Old generations get TERM once the current one is fully up. */
 static void retire_old(uint64_t now)
 {
-    if (ready_count(S.cur) < (size_t)S.cur->cfg.workers)
+    if (ready_count(S.cur) < pool_ready_target(S.cur))
         return;
     for (size_t i = 0; i < MAX_GENERATIONS; i++) {
         struct generation *g = S.gens[i];
@@ -505,8 +552,9 @@ static void reload(uint64_t now)
     }
     S.cur = g;
     S.backoff.next_spawn_ms = 0;
-    log_info("generation %u starting %d workers; generation %u serves until they are ready", g->id,
-             g->cfg.workers, old->id);
+    log_info("generation %u starting %zu workers; generation %u serves until they are ready", g->id,
+             pool_ready_target(g), old->id);
+    pool_publish(g);
     spawn_missing(now);
 }
 
@@ -726,6 +774,327 @@ static void check_timeouts(uint64_t now)
     }
 }
 
+/* ---- the pool: pm dynamic and ondemand ----
+ *
+ * Each turn the pool is read (the current generation's workers from the
+ * scoreboard, the listen queues from the kernel) and policy_pool decides
+ * how many workers to start and which idle one to retire. A worker
+ * retires the way TTOU retires one: TERM, its idle connections handed
+ * over to the workers that stay, its requests in flight finished.
+ *
+ * An empty ondemand pool has no worker to accept or to take hand-overs:
+ * the supervisor polls the listen sockets (never accepting) and the
+ * hand-over pair, holds the idle connections the last worker passed on
+ * (parked; it never reads them), and starts a worker as soon as a
+ * connection waits or a parked one has a request. The parked ones then
+ * go back into the pair for that worker.
+ */
+
+/* A worker of the current generation that is not on its way out. */
+static int pool_staying(const struct proc *p)
+{
+    return p->gen == S.cur && !p->term_ms && !p->detached;
+}
+
+/* Requests in progress on p, and whether it served any since last read
+ * (short requests fall between two turns). */
+static uint64_t pool_track(struct proc *p, uint64_t now)
+{
+    uint64_t active = 0, requests = 0;
+    for (size_t t = 0; t < p->gen->sb.per_worker; t++) {
+        const struct score_slot *sl = scoreboard_slot(&p->gen->sb, p->row, t);
+        active += atomic_load(&sl->active);
+        requests += atomic_load(&sl->requests);
+    }
+    if (active || requests != p->seen_requests)
+        p->busy_ms = now;
+    p->seen_requests = requests;
+    return active;
+}
+
+/* Connections waiting in every listen queue; -1 when none can be read. */
+static long pool_queue(void)
+{
+    long total = -1;
+    for (size_t i = 0; i < S.nlisten; i++) {
+        struct sockdiag_queue q;
+        if (sockdiag_queue(S.listen_fds[i], &q) == 0)
+            total = (total < 0 ? 0 : total) + q.queue;
+    }
+    return total;
+}
+
+/* The lowest worker number no worker of g holds. */
+static size_t pool_free_index(const struct generation *g)
+{
+    size_t i = 0;
+    while (i < MAX_WORKERS && index_taken(g, i))
+        i++;
+    return i;
+}
+
+static void pool_retire(struct proc *p, enum pool_retire why, size_t stay, uint64_t now)
+{
+    if (why == RETIRE_IDLE)
+        log_info("worker %zu (pid %d) idle for %.1f s; retiring it (%zu stay)", p->index,
+                 (int)p->pid, (double)(now - p->busy_ms) / 1e3, stay);
+    else
+        log_info("worker %zu (pid %d): over max_workers %d; retiring it", p->index, (int)p->pid,
+                 p->gen->cfg.max_workers);
+    atomic_fetch_add(&S.totals->retirements[why], 1);
+    mark_stopping(p);
+    kill(p->pid, SIGTERM);
+    p->term_ms = now;
+}
+
+static const char *const spawn_why[SPAWN_REASONS] = {"min_workers", "busy slots", "listen queue",
+                                                     "memory"};
+
+static void pool_start(size_t n, enum pool_spawn why, const struct pool_reading *r, uint64_t now)
+{
+    size_t started = 0;
+    if (now < S.backoff.next_spawn_ms)
+        return;
+    while (started < n && spawn(S.cur, pool_free_index(S.cur)) == 0)
+        started++;
+    atomic_fetch_add(&S.totals->spawns[why], started);
+    if (started && why != SPAWN_FLOOR)
+        log_info("starting %zu worker%s (%s: %llu requests in progress, %ld queued; %zu "
+                 "workers before)",
+                 started, started == 1 ? "" : "s", spawn_why[why], (unsigned long long)r->busy,
+                 r->queue > 0 ? r->queue : (long)r->waiting, r->workers);
+}
+
+/* One turn of the pool: read it, ask policy_pool, act. */
+static void pool_apply(uint64_t now)
+{
+    struct generation *g = S.cur;
+    struct proc *who[MAX_WORKERS];
+    uint64_t idle[MAX_WORKERS];
+    struct pool_reading r = {.now = now,
+                             .per_worker = engine_for(g->cfg.mode)->concurrency(&g->cfg)};
+    struct pool_bounds b = {g->cfg.pm, (size_t)g->cfg.min_workers, (size_t)g->cfg.max_workers,
+                            (uint64_t)g->cfg.idle_timeout * 1000u};
+    struct pool_decision d;
+
+    for (size_t i = 0; i < S.nprocs && r.workers < MAX_WORKERS; i++) {
+        struct proc *p = &S.procs[i];
+        if (!pool_staying(p))
+            continue;
+        r.busy += pool_track(p, now);
+        r.booting += !p->ready;
+        idle[r.workers] = p->ready && now > p->busy_ms ? now - p->busy_ms : 0;
+        who[r.workers++] = p;
+    }
+    r.queue = pool_queue();
+    r.waiting = S.pool_waiting;
+    r.idle_ms = idle;
+    S.pool_waiting = 0;
+    policy_pool(&b, &r, &S.pool, &d);
+    if (d.retire >= 0)
+        pool_retire(who[d.retire], d.retire_why, r.workers - 1, now);
+    if (d.start)
+        pool_start(d.start, d.start_why, &r, now);
+    pool_unpark(0);
+}
+
+/* TTIN / TTOU on a dynamic or ondemand pool move max_workers; min_workers
+ * follows it down. policy_pool retires what is above. */
+static void pool_bound(int up)
+{
+    struct config *c = &S.cur->cfg;
+    if (up && c->max_workers < MAX_WORKERS)
+        c->max_workers++;
+    if (!up && c->max_workers > 1)
+        c->max_workers--;
+    if (c->min_workers > c->max_workers)
+        c->min_workers = c->max_workers;
+    log_info("%s: pm %s, %d..%d workers", up ? "TTIN" : "TTOU", config_pm_name(c->pm),
+             c->min_workers, c->max_workers);
+    pool_publish(S.cur);
+    S.status_stale = 1;
+}
+
+/* The bounds now, for the status process. */
+static void pool_publish(const struct generation *g)
+{
+    int stat = g->cfg.pm == PM_STATIC;
+    atomic_store(&S.totals->pool_min, stat ? g->cfg.workers : g->cfg.min_workers);
+    atomic_store(&S.totals->pool_max, stat ? g->cfg.workers : g->cfg.max_workers);
+}
+
+/* An ondemand pool with no worker that stays: nothing accepts from its
+ * sockets or takes hand-overs. */
+static int pool_empty(void)
+{
+    if (S.state != RUNNING || S.cur->cfg.pm != PM_ONDEMAND)
+        return 0;
+    for (size_t i = 0; i < S.nprocs; i++)
+        if (pool_staying(&S.procs[i]))
+            return 0;
+    return 1;
+}
+
+/* An empty pool is watched, but not while the respawn floor holds spawns
+ * back: its sockets would stay readable and the turns would spin. */
+static int pool_watching(void)
+{
+    return pool_empty() && monotonic_ms() >= S.backoff.next_spawn_ms;
+}
+
+/* Gives the parked connections back to the hand-over pair, once a worker
+ * is there to take them (all: whoever comes next, an upgrade's master). */
+static void pool_unpark(int all)
+{
+    size_t keep = 0;
+    if (!all && pool_empty())
+        return;
+    for (size_t i = 0; i < S.nparked; i++) {
+        if (handoff_send(&S.handoff, S.parked[i], S.parked_kept[i]) == 0 || all) {
+            close(S.parked[i]);
+            continue;
+        }
+        S.parked_kept[keep] = S.parked_kept[i];
+        S.parked[keep++] = S.parked[i];
+    }
+    S.nparked = keep;
+}
+
+/* In a child: the supervisor's own descriptors are not its to hold (a
+ * parked connection held by a worker would never close for nginx). */
+static void pool_child_close(void)
+{
+    for (size_t i = 0; i < S.nparked; i++)
+        close(S.parked[i]);
+    if (S.signal_fd >= 0)
+        close(S.signal_fd);
+}
+
+/* Takes what the last worker handed over into the pair. */
+static void pool_park(void)
+{
+    int kept, fd;
+    while (S.nparked < PARK_MAX && (fd = handoff_recv(&S.handoff, &kept, 1)) >= 0) {
+        S.parked_kept[S.nparked] = kept;
+        S.parked[S.nparked++] = fd;
+    }
+}
+
+/* A parked connection nginx closed goes; one with a request waiting (or
+ * anything else to read) wants a worker. */
+static int pool_parked_event(size_t i, short revents)
+{
+    char c;
+    if (!(revents & (POLLIN | POLLHUP | POLLERR | POLLRDHUP)))
+        return 0;
+    ssize_t n = recv(S.parked[i], &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0)
+        return 1;
+    close(S.parked[i]);
+    S.parked[i] = -1;
+    return 0;
+}
+
+/* Drops the parked connections closed meanwhile (-1). */
+static void pool_compact(void)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < S.nparked; i++)
+        if (S.parked[i] >= 0) {
+            S.parked_kept[keep] = S.parked_kept[i];
+            S.parked[keep++] = S.parked[i];
+        }
+    S.nparked = keep;
+}
+
+/* The turn's wait while the pool is watched: until a signal, a connection
+ * on a listen socket or on a parked connection, or a tick. Then the
+ * signal, if any, as sigtimedwait gives it. */
+static int pool_wait(const sigset_t *set, siginfo_t *si)
+{
+    struct pollfd pf[1 + CONFIG_MAX_LISTEN + 1 + PARK_MAX];
+    size_t n = 0, first_parked;
+    struct timespec zero = {0, 0};
+
+    pf[n++] = (struct pollfd){S.signal_fd, POLLIN, 0};
+    for (size_t i = 0; i < S.nlisten; i++)
+        pf[n++] = (struct pollfd){S.listen_fds[i], POLLIN, 0};
+    pf[n++] = (struct pollfd){S.handoff.rx, POLLIN, 0};
+    first_parked = n;
+    for (size_t i = 0; i < S.nparked; i++)
+        pf[n++] = (struct pollfd){S.parked[i], POLLIN | POLLRDHUP, 0};
+    if (poll(pf, n, TICK_MS) > 0) {
+        for (size_t i = 1; i < first_parked - 1; i++)
+            S.pool_waiting |= (pf[i].revents & POLLIN) != 0;
+        for (size_t i = first_parked; i < n; i++)
+            S.pool_waiting |= pool_parked_event(i - first_parked, pf[i].revents);
+        pool_compact();
+        if (pf[first_parked - 1].revents & POLLIN) {
+            pool_park();
+            S.pool_waiting |= S.nparked == PARK_MAX; /* no room: let a worker take them */
+        }
+    }
+    return sigtimedwait(set, si, &zero);
+}
+
+/* max_memory, any pm: a worker over it at MEMORY_CHECKS readings in a row
+ * gets a replacement (same worker number), and retires once that one is
+ * ready, so the pool never has one worker less (uWSGI's reload-on-rss
+ * kills first; the requests in flight then fail). */
+static void memory_replace(struct proc *p, uint64_t bytes, int pss)
+{
+    const struct config *cfg = &p->gen->cfg;
+    log_warn("worker %zu (pid %d): %s %.1f MiB, over max_memory %.1f MiB; starting its "
+             "replacement, then retiring it",
+             p->index, (int)p->pid, pss ? "PSS" : "RSS", (double)bytes / 1048576.0,
+             (double)cfg->max_memory / 1048576.0);
+    p->memory = 1;
+    p->detached = 1; /* its number is its replacement's */
+    struct generation *g = p->gen;
+    size_t index = p->index;
+    pid_t pid = p->pid;
+    if (spawn(g, index) == 0) {
+        proc_by_pid(pid)->replacement = S.procs[S.nprocs - 1].pid;
+        atomic_fetch_add(&S.totals->spawns[SPAWN_MEMORY], 1);
+    }
+}
+
+static void memory_check(uint64_t now)
+{
+    if (now < S.next_memory_ms)
+        return;
+    S.next_memory_ms = now + MEMORY_CHECK_MS;
+    for (size_t i = 0; i < S.nprocs; i++) {
+        struct proc *p = &S.procs[i];
+        int pss = 0;
+        if (!p->ready || p->term_ms || p->memory || !p->gen->cfg.max_memory)
+            continue;
+        uint64_t bytes = proc_memory(p->pid, &pss);
+        if (policy_memory_over(bytes, p->gen->cfg.max_memory, &p->mem_over))
+            memory_replace(p, bytes, pss);
+    }
+}
+
+/* A worker over max_memory retires once its replacement is ready (or
+ * could not start: then the pool refills as after any exit). */
+static void memory_retire(uint64_t now)
+{
+    for (size_t i = 0; i < S.nprocs; i++) {
+        struct proc *p = &S.procs[i];
+        if (!p->memory || p->term_ms)
+            continue;
+        const struct proc *r = p->replacement ? proc_by_pid(p->replacement) : NULL;
+        if (r && !r->ready)
+            continue;
+        log_info("worker %zu (pid %d) retiring for max_memory; worker pid %d replaces it", p->index,
+                 (int)p->pid, r ? (int)r->pid : 0);
+        atomic_fetch_add(&S.totals->retirements[RETIRE_MEMORY], 1);
+        mark_stopping(p);
+        kill(p->pid, SIGTERM);
+        p->term_ms = now;
+    }
+}
+
 /* ---- telling systemd (and the master we replace) ---- */
 
 static void announce(uint64_t now)
@@ -733,7 +1102,7 @@ static void announce(uint64_t now)
     struct generation *g = S.cur;
     size_t ready = ready_count(g);
 
-    if (!S.notified_ready && ready >= (size_t)g->cfg.workers) {
+    if (!S.notified_ready && ready >= pool_ready_target(g)) {
         S.notified_ready = 1;
         if (S.old_master > 0) {
             log_info("upgrade: %zu workers ready; asking the old master (pid %d) to stop", ready,
@@ -750,9 +1119,15 @@ static void announce(uint64_t now)
             served += atomic_load(&g->sb.slots[i].requests);
             active += atomic_load(&g->sb.slots[i].active);
         }
-        systemd_notify("STATUS=%zu of %d workers ready (%s mode), %llu requests in progress, "
-                       "%llu served",
-                       ready, g->cfg.workers, engine_for(g->cfg.mode)->name, active, served);
+        if (g->cfg.pm == PM_STATIC)
+            systemd_notify("STATUS=%zu of %d workers ready (%s mode), %llu requests in progress, "
+                           "%llu served",
+                           ready, g->cfg.workers, engine_for(g->cfg.mode)->name, active, served);
+        else
+            systemd_notify("STATUS=%zu workers ready (pm %s, %d..%d; %s mode), %llu requests in "
+                           "progress, %llu served",
+                           ready, config_pm_name(g->cfg.pm), g->cfg.min_workers, g->cfg.max_workers,
+                           engine_for(g->cfg.mode)->name, active, served);
         S.next_status_ms = now + 2000;
     }
     if (S.watchdog_ms && now >= S.next_watchdog_ms) {
@@ -781,6 +1156,24 @@ static void stop_all(enum state how, int code, uint64_t now)
         S.stop_deadline_ms = now + FAST_STOP_MS;
         signal_gen(NULL, SIGINT, now);
     }
+}
+
+/* TTIN / TTOU on a static pool: one worker more or less. */
+static void resize_static(int up, uint64_t now)
+{
+    if (up && S.cur->cfg.workers < MAX_WORKERS)
+        S.cur->cfg.workers++;
+    if (!up && S.cur->cfg.workers > 1) {
+        size_t gone = (size_t)--S.cur->cfg.workers;
+        for (size_t i = 0; i < S.nprocs; i++)
+            if (S.procs[i].gen == S.cur && S.procs[i].index == gone && !S.procs[i].detached) {
+                mark_stopping(&S.procs[i]);
+                kill(S.procs[i].pid, SIGTERM);
+                S.procs[i].term_ms = now;
+            }
+    }
+    log_info("%s: %d workers", up ? "TTIN" : "TTOU", S.cur->cfg.workers);
+    S.status_stale = 1; /* it reports the configured count */
 }
 
 static void on_signal(int sig, uint64_t now)
@@ -812,23 +1205,11 @@ static void on_signal(int sig, uint64_t now)
             upgrade();
         break;
     case SIGTTIN:
-        if (S.cur->cfg.workers < MAX_WORKERS)
-            S.cur->cfg.workers++;
-        log_info("TTIN: %d workers", S.cur->cfg.workers);
-        S.status_stale = 1; /* it reports the configured count */
-        break;
     case SIGTTOU:
-        if (S.cur->cfg.workers > 1) {
-            size_t gone = (size_t)--S.cur->cfg.workers;
-            for (size_t i = 0; i < S.nprocs; i++)
-                if (S.procs[i].gen == S.cur && S.procs[i].index == gone && !S.procs[i].detached) {
-                    mark_stopping(&S.procs[i]);
-                    kill(S.procs[i].pid, SIGTERM);
-                    S.procs[i].term_ms = now;
-                }
-        }
-        log_info("TTOU: %d workers", S.cur->cfg.workers);
-        S.status_stale = 1;
+        if (S.cur->cfg.pm != PM_STATIC)
+            pool_bound(sig == SIGTTIN);
+        else
+            resize_static(sig == SIGTTIN, now);
         break;
     case SIGUSR1:
         log_reopen();
@@ -1083,8 +1464,10 @@ static void status_spawn(uint64_t now)
         if (S.gens[i])
             env.gens[env.ngens++] = (struct status_gen){S.gens[i]->id, &S.gens[i]->sb};
     pid_t pid = fork();
-    if (pid == 0)
+    if (pid == 0) {
+        pool_child_close();
         status_main(&env);
+    }
     if (pid < 0) {
         log_error("status process: fork: %s", strerror(errno));
         S.status_next_ms = now + 1000;
@@ -1125,6 +1508,7 @@ static void upgrade(void)
         log_warn("USR2: an upgrade (pid %d) is already running", (int)S.upgrade_pid);
         return;
     }
+    pool_unpark(1); /* into the pair, for whichever master starts a worker first */
     for (size_t i = 0; i < S.nlisten; i++) {
         const char *spec = S.specs[i]; /* as opened, whatever a reload said since */
         int n = snprintf(p, sizeof(env) - (size_t)(p - env), "%s%d=%s", i ? ";" : "",
@@ -1252,6 +1636,7 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
     S.reload = reload_fn;
     S.argv = argv;
     S.status_fd = -1;
+    S.signal_fd = -1;
     S.started_ms = monotonic_ms();
     S.totals = scoreboard_totals_create();
     if (!S.totals) {
@@ -1271,6 +1656,10 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         sigaddset(&set, sigs[i]);
     sigprocmask(SIG_BLOCK, &set, NULL);
+    /* Readable while a signal is pending: an empty ondemand pool waits
+     * on its sockets and on this (pool_wait); sigtimedwait still takes
+     * the signals. */
+    S.signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     signal(SIGPIPE, SIG_IGN);
     umask((mode_t)cfg->umask);
     srandom((unsigned)getpid() ^ (unsigned)time(NULL));
@@ -1289,9 +1678,16 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
         goto fail;
     }
     const struct engine *e = engine_for(S.cur->cfg.mode);
-    log_info("fcgate %s: %s mode, %d workers x %u %s, listening on %zu socket%s", FCGATE_VERSION,
-             e->name, S.cur->cfg.workers, e->concurrency(&S.cur->cfg), e->unit, S.nlisten,
-             S.nlisten == 1 ? "" : "s");
+    pool_publish(S.cur);
+    if (S.cur->cfg.pm == PM_STATIC)
+        log_info("fcgate %s: %s mode, %d workers x %u %s, listening on %zu socket%s",
+                 FCGATE_VERSION, e->name, S.cur->cfg.workers, e->concurrency(&S.cur->cfg), e->unit,
+                 S.nlisten, S.nlisten == 1 ? "" : "s");
+    else
+        log_info("fcgate %s: %s mode, pm %s, %d..%d workers x %u %s, listening on %zu socket%s",
+                 FCGATE_VERSION, e->name, config_pm_name(S.cur->cfg.pm), S.cur->cfg.min_workers,
+                 S.cur->cfg.max_workers, e->concurrency(&S.cur->cfg), e->unit, S.nlisten,
+                 S.nlisten == 1 ? "" : "s");
 
     for (;;) {
         uint64_t now = monotonic_ms();
@@ -1299,7 +1695,7 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
             spawn_missing(now);
         struct timespec tick = {0, TICK_MS * 1000000L};
         siginfo_t si;
-        int sig = sigtimedwait(&set, &si, &tick);
+        int sig = pool_watching() ? pool_wait(&set, &si) : sigtimedwait(&set, &si, &tick);
         now = monotonic_ms();
         if (sig > 0 && sig != SIGCHLD)
             on_signal(sig, now);
@@ -1319,10 +1715,13 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
         retire_old(now);
         check_timeouts(now);
         check_stacks(now);
+        memory_check(now);
+        memory_retire(now);
         gen_free_unused();
         announce(now);
     }
     status_stop();
+    pool_unpark(1);
     close_listeners();
     handoff_fini(&S.handoff);
     if (S.pidfile)

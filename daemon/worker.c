@@ -172,7 +172,10 @@ static void load_app(struct worker *w)
         .max_body_bytes = w->cfg->max_body_bytes,
         .io_timeout_ms = w->cfg->io_timeout * 1000,
         .keepalive_timeout_ms = w->cfg->keepalive_timeout * 1000,
-        .app = {.app = w->mod.app, .ctx = ctx, .access_format = w->cfg->log_access_format},
+        .app = {.app = w->mod.app,
+                .ctx = ctx,
+                .access_format = w->cfg->log_access_format,
+                .queue_timeout_ms = w->cfg->queue_timeout_ms},
     };
 }
 

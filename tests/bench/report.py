@@ -244,6 +244,10 @@ p("What the status endpoint costs (each mode with `status` off and on, and a sta
   "while every worker is stopped) is measured separately by `tests/bench/status_cost.sh`: "
   "[status-cost.md](status-cost.md).")
 p("")
+p("How the pool sizes (`pm` static, dynamic, ondemand, against PHP-FPM's dynamic and ondemand) "
+  "under a burst of 256 clients after idle, and the ondemand wait for the first request, is "
+  "measured separately by `tests/bench/pool_burst.py`: [pool.md](pool.md).")
+p("")
 warn = []
 if DURATION < 8:
     warn.append("a **short trial run** (DURATION=%d s per point instead of 8)" % DURATION)

@@ -12,6 +12,13 @@ import time
 import harness
 
 
+def activation_script(fd):
+    """sh -c text that moves fd to 3 and runs "$@" as systemd would. When
+    the socket is fd 3 already, `exec 3<&3 3<&-` would close it."""
+    move = "" if fd == 3 else "exec 3<&%d %d<&-; " % (fd, fd)
+    return move + 'LISTEN_FDS=1 LISTEN_PID=$$ exec "$@"'
+
+
 class Notifications:
     """A $NOTIFY_SOCKET: collects the datagrams fcgate sends."""
 
@@ -69,24 +76,28 @@ class SystemdTest(harness.TestCase):
         self.assertTrue(note.wait_for("STOPPING=1"), note.messages)
         self.assertEqual(fc.wait(10), 0)
 
-    def test_socket_activation_serves_the_passed_socket(self):
-        # systemd's side: a listening socket at fd 3, LISTEN_FDS=1 and
-        # LISTEN_PID naming the process it is meant for.
+    def activate(self, **settings):
+        """systemd's side: a listening socket at fd 3, LISTEN_FDS=1 and
+        LISTEN_PID naming the process it is meant for; fcgate started on it
+        with settings. The Fcgate and the socket's path."""
         path = os.path.join(self.tmp, "activated.sock")
         lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         lsock.bind(path)
         os.chmod(path, 0o666)
         lsock.listen(64)
-        unused = os.path.join(self.tmp, "configured.sock")
-        fc = self.fcgate("bench", start=False, workers=2, listen=["unix:" + unused])
+        fc = self.fcgate("bench", start=False, **settings)
         fd = lsock.fileno()
-        script = 'exec 3<&%d %d<&-; LISTEN_FDS=1 LISTEN_PID=$$ exec "$@"' % (fd, fd)
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", script, "sh", harness.FCGATE_BIN, "-c", fc.conf_path],
+        fc.proc = subprocess.Popen(
+            ["/bin/sh", "-c", activation_script(fd), "sh", harness.FCGATE_BIN, "-c",
+             fc.conf_path],
             pass_fds=(fd,), stdout=open(fc.log_path, "w"), stderr=subprocess.STDOUT,
             start_new_session=True)
         lsock.close()
-        fc.proc = proc
+        return fc, path
+
+    def test_socket_activation_serves_the_passed_socket(self):
+        unused = os.path.join(self.tmp, "configured.sock")
+        fc, path = self.activate(workers=2, listen=["unix:" + unused])
         spec = "unix:" + path
         ok = harness.wait_until(lambda: self._answers(spec), 10.0)
         self.assertTrue(ok, fc.log())
@@ -98,6 +109,21 @@ class SystemdTest(harness.TestCase):
         self.assertEqual(fc.stop(), 0)
         # The socket belongs to systemd: fcgate leaves its path alone.
         self.assertTrue(os.path.exists(path))
+
+    def test_socket_activation_with_ondemand_starts_workers_on_connections(self):
+        # An ondemand pool on systemd's socket: no worker until a
+        # connection arrives on it, none again once idle.
+        fc, path = self.activate(pm="ondemand", max_workers=2, idle_timeout=1,
+                                 listen=["unix:" + os.path.join(self.tmp, "configured.sock")])
+        self.assertTrue(fc.wait_log(r"from systemd"), fc.log())
+        time.sleep(0.5)
+        self.assertEqual(fc.worker_pids(), [], fc.log())
+        ng = self.nginx_for("unix:" + path)
+        for _ in range(2):
+            r = harness.http_request(ng.port, "GET", "/item?id=3")
+            self.assertEqual(r.status, 200)
+            self.assertTrue(harness.wait_until(lambda: fc.worker_pids() == [], 10), fc.log())
+        self.assertEqual(fc.stop(), 0)
 
     def _answers(self, spec):
         try:

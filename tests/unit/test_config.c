@@ -170,6 +170,12 @@ static void test_config_defaults_match_design(void **state)
     assert_int_equal(c.graceful_timeout, 30);
     assert_int_equal(c.max_requests, 0);
     assert_int_equal(c.max_requests_jitter, 0);
+    assert_int_equal(c.pm, PM_STATIC);
+    assert_int_equal(c.min_workers, 1);
+    assert_int_equal(c.max_workers, 8);
+    assert_int_equal(c.idle_timeout, 10);
+    assert_int_equal(c.queue_timeout_ms, 0);
+    assert_int_equal(c.max_memory, 0);
     assert_string_equal(c.app_module, "/usr/lib/fcgate/apps/notes.so");
     assert_string_equal(c.app_database, "/var/lib/fcgate/notes.db");
     assert_int_equal(c.nsettings, 0);
@@ -226,6 +232,12 @@ static void test_config_example_file_equals_defaults(void **state)
     assert_int_equal(c.graceful_timeout, d.graceful_timeout);
     assert_int_equal(c.max_requests, d.max_requests);
     assert_int_equal(c.max_requests_jitter, d.max_requests_jitter);
+    assert_int_equal(c.pm, d.pm);
+    assert_int_equal(c.min_workers, d.min_workers);
+    assert_int_equal(c.max_workers, d.max_workers);
+    assert_int_equal(c.idle_timeout, d.idle_timeout);
+    assert_int_equal(c.queue_timeout_ms, d.queue_timeout_ms);
+    assert_int_equal(c.max_memory, d.max_memory);
     assert_string_equal(c.app_module, d.app_module);
     assert_string_equal(c.app_database, d.app_database);
     assert_int_equal(c.nsettings, 0);
@@ -264,6 +276,12 @@ static void test_config_example_file_documents_every_key(void **state)
         "graceful_timeout",
         "max_requests",
         "max_requests_jitter",
+        "pm",
+        "min_workers",
+        "max_workers",
+        "idle_timeout",
+        "queue_timeout",
+        "max_memory",
         "app",
         "module",
         "database",
@@ -1440,6 +1458,113 @@ static void test_config_free_is_idempotent(void **state)
     config_errors_free(NULL);
 }
 
+/* The pool keys: pm's three values, the bounds, idle_timeout in whole
+ * seconds, queue_timeout with a fraction, max_memory with a suffix. */
+static void test_config_pool_keys(void **state)
+{
+    struct config c;
+    struct config_errors e = {0};
+
+    (void)state;
+    load_ok(&c, "pm = \"dynamic\"; min_workers = 2; max_workers = 64; idle_timeout = 3;\n"
+                "queue_timeout = 0.25; max_memory = \"512M\";\n");
+    assert_int_equal(c.pm, PM_DYNAMIC);
+    assert_int_equal(c.min_workers, 2);
+    assert_int_equal(c.max_workers, 64);
+    assert_int_equal(c.idle_timeout, 3);
+    assert_int_equal(c.queue_timeout_ms, 250);
+    assert_int_equal(c.max_memory, 512ull << 20);
+    assert_int_equal(config_check(&c, &e), 1); /* only the module, absent here */
+    config_errors_free(&e);
+    config_free(&c);
+    load_ok(&c, "pm = \"ondemand\"; min_workers = 0; queue_timeout = 30; max_memory = 1048576;\n");
+    assert_int_equal(c.pm, PM_ONDEMAND);
+    assert_int_equal(c.min_workers, 0);
+    assert_int_equal(c.queue_timeout_ms, 30000);
+    assert_int_equal(c.max_memory, 1048576);
+    assert_string_equal(config_pm_name(c.pm), "ondemand");
+    config_free(&c);
+    load_ok(&c, "pm = \"static\"; max_memory = \"2g\";\n");
+    assert_int_equal(c.pm, PM_STATIC);
+    assert_int_equal(c.max_memory, 2ull << 30);
+    config_free(&c);
+}
+
+static void test_config_pool_keys_reject_bad_values(void **state)
+{
+    (void)state;
+    expect_one("pm = \"adaptive\";\n",
+               NAME ":1: 'pm' must be \"static\", \"dynamic\" or \"ondemand\", not \"adaptive\"");
+    expect_one("max_workers = 0;\n", NAME ":1: 'max_workers' must be between 1 and 1024, not 0");
+    expect_one("min_workers = 1025;\n",
+               NAME ":1: 'min_workers' must be between 0 and 1024, not 1025");
+    expect_one("idle_timeout = 0;\n", NAME ":1: 'idle_timeout' must be between 1 and 86400, not 0");
+    expect_one("queue_timeout = -1.5;\n",
+               NAME ":1: 'queue_timeout' must be between 0 and 86400 seconds, not -1.5");
+    expect_one("queue_timeout = \"1s\";\n",
+               NAME ":1: 'queue_timeout' must be a number of seconds, like 5 or 0.5");
+    expect_one("max_memory = \"12X\";\n",
+               NAME ":1: 'max_memory' must be a size like \"512M\" (K, M, G: powers of 1024) up "
+                    "to 1T, not \"12X\"");
+    expect_one("max_memory = \"M\";\n",
+               NAME ":1: 'max_memory' must be a size like \"512M\" (K, M, G: powers of 1024) up "
+                    "to 1T, not \"M\"");
+    expect_one("max_memory = \"2048G\";\n",
+               NAME ":1: 'max_memory' must be a size like \"512M\" (K, M, G: powers of 1024) up "
+                    "to 1T, not \"2048G\"");
+    expect_one("max_memory = 1.5;\n", NAME ":1: 'max_memory' must be a size like \"512M\"");
+}
+
+/* The bounds against each other, once everything is loaded. */
+static void test_config_check_pool_bounds(void **state)
+{
+    struct config c;
+    struct config_errors e = {0};
+
+    (void)state;
+    load_ok(&c, "pm = \"dynamic\"; min_workers = 9; max_workers = 8;\n");
+    config_check(&c, &e);
+    assert_int_equal(e.n, 2); /* the module (absent here), then the bounds */
+    assert_string_equal(e.msg[1], "(default): min_workers (9) is above max_workers (8)");
+    config_errors_free(&e);
+    config_free(&c);
+    load_ok(&c, "pm = \"dynamic\"; min_workers = 0;\n");
+    config_check(&c, &e);
+    assert_int_equal(e.n, 2);
+    assert_non_null(strstr(e.msg[1], "needs min_workers >= 1"));
+    config_errors_free(&e);
+    config_free(&c);
+    /* static ignores the bounds. */
+    load_ok(&c, "min_workers = 9; max_workers = 8;\n");
+    config_check(&c, &e);
+    assert_int_equal(e.n, 1); /* the module */
+    config_errors_free(&e);
+    config_free(&c);
+}
+
+static void test_config_parse_size_suffixes(void **state)
+{
+    unsigned long long v;
+
+    (void)state;
+    assert_int_equal(config_parse_size("0", &v), 0);
+    assert_int_equal(v, 0);
+    assert_int_equal(config_parse_size("100", &v), 0);
+    assert_int_equal(v, 100);
+    assert_int_equal(config_parse_size("64k", &v), 0);
+    assert_int_equal(v, 65536);
+    assert_int_equal(config_parse_size("3M", &v), 0);
+    assert_int_equal(v, 3ull << 20);
+    assert_int_equal(config_parse_size("1G", &v), 0);
+    assert_int_equal(v, 1ull << 30);
+    assert_int_equal(config_parse_size("", &v), -1);
+    assert_int_equal(config_parse_size("1MB", &v), -1);
+    assert_int_equal(config_parse_size("-1", &v), -1);
+    assert_int_equal(config_parse_size("1 M", &v), -1);
+    assert_int_equal(config_parse_size("99999999999999999999", &v), -1);
+    assert_int_equal(config_parse_size("18014398509481984G", &v), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1448,6 +1573,10 @@ int main(void)
         cmocka_unit_test(test_config_example_file_equals_defaults),
         cmocka_unit_test(test_config_example_file_documents_every_key),
         cmocka_unit_test(test_config_accepts_every_key),
+        cmocka_unit_test(test_config_pool_keys),
+        cmocka_unit_test(test_config_pool_keys_reject_bad_values),
+        cmocka_unit_test(test_config_check_pool_bounds),
+        cmocka_unit_test(test_config_parse_size_suffixes),
         cmocka_unit_test(test_config_accepts_integer_bounds),
         cmocka_unit_test(test_config_rejects_out_of_range_integers),
         cmocka_unit_test(test_config_rejects_wrong_types),

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct capture {
     struct codec_buf wire; /* everything written */
@@ -508,6 +509,100 @@ static void test_request_strerror_names_every_status(void **state)
     assert_string_equal(fcgate_strerror(12345), "unknown status");
 }
 
+/* X-Request-Start as APM agents read it: seconds with a fraction (nginx's
+ * ${msec}), or whole milliseconds, microseconds, nanoseconds. */
+static void test_request_start_units_by_magnitude(void **state)
+{
+    (void)state;
+    uint64_t us;
+    assert_int_equal(request_start_us("t=1700000000.123", &us), 0);
+    assert_int_equal(us, 1700000000123000ull);
+    assert_int_equal(request_start_us("1700000000.5", &us), 0);
+    assert_int_equal(us, 1700000000500000ull);
+    assert_int_equal(request_start_us("t=1700000000", &us), 0);
+    assert_int_equal(us, 1700000000000000ull);
+    assert_int_equal(request_start_us("t=1700000000123", &us), 0);
+    assert_int_equal(us, 1700000000123000ull);
+    assert_int_equal(request_start_us("t=1700000000123456", &us), 0);
+    assert_int_equal(us, 1700000000123456ull);
+    assert_int_equal(request_start_us("t=1700000000123456789", &us), 0);
+    assert_int_equal(us, 1700000000123456ull);
+    assert_int_equal(request_start_us("t=1700000000.1234567", &us), 0); /* below 1 us: dropped */
+    assert_int_equal(us, 1700000000123456ull);
+    assert_int_equal(request_start_us("", &us), -1);
+    assert_int_equal(request_start_us("t=", &us), -1);
+    assert_int_equal(request_start_us("t=abc", &us), -1);
+    assert_int_equal(request_start_us("t=17e8", &us), -1);
+    assert_int_equal(request_start_us("t=-1", &us), -1);
+    assert_int_equal(request_start_us("t=1700000000 ", &us), -1);
+    assert_int_equal(request_start_us("t=99999999999999999999", &us), -1);
+}
+
+static int handled;
+
+static int h_counted(fcgate_req *r)
+{
+    handled++;
+    return fcgate_write(r, "ran\n", 4);
+}
+
+/* One request with X-Request-Start at start (NULL: none) and a
+ * queue_timeout of limit_ms; what it was answered, and its slot. */
+static void run_queued(const char *start, unsigned long limit_ms, struct run *t,
+                       struct score_slot *slot)
+{
+    static struct req_app qapp;
+    qapp = (struct req_app){.app = &test_app, .queue_timeout_ms = limit_ms};
+    const char *with[] = {"REQUEST_METHOD",       "GET", "REQUEST_URI", "/x",
+                          "HTTP_X_REQUEST_START", start, NULL};
+    const char *without[] = {"REQUEST_METHOD", "GET", "REQUEST_URI", "/x", NULL};
+    begin(t, start ? with : without);
+    t->ch.app = &qapp;
+    t->ch.slot = slot;
+    run(t, h_counted);
+}
+
+static void test_request_queue_timeout_answers_503_without_the_app(void **state)
+{
+    (void)state;
+    struct run t;
+    struct score_slot slot;
+    char old[64], fresh[64];
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    snprintf(old, sizeof(old), "t=%lld.%03ld", (long long)now.tv_sec - 3, now.tv_nsec / 1000000);
+    snprintf(fresh, sizeof(fresh), "t=%lld", (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+
+    memset(&slot, 0, sizeof(slot));
+    handled = 0;
+    run_queued(old, 1000, &t, &slot);
+    assert_int_equal(handled, 0);
+    assert_non_null(strstr(response(&t), "Status: 503 Service Unavailable\r\n"));
+    assert_non_null(strstr(response(&t), "Retry-After: 1\r\n"));
+    assert_int_equal(atomic_load(&slot.queue_rejected), 1);
+    assert_int_equal(atomic_load(&slot.by_class[4]), 1);
+    assert_true(atomic_load(&slot.queue_us) >= 2900000);
+    assert_int_equal(atomic_load(&slot.queue_le[SCORE_BUCKETS - 3]), 1); /* <= 5 s */
+    finish(&t);
+    /* A fresh one runs, and its wait is counted. */
+    run_queued(fresh, 1000, &t, &slot);
+    assert_int_equal(handled, 1);
+    assert_non_null(strstr(response(&t), "Status: 200 OK\r\n"));
+    assert_int_equal(atomic_load(&slot.queue_rejected), 1);
+    assert_int_equal(atomic_load(&slot.queue_le[0]), 1);
+    finish(&t);
+    /* Without the parameter, or with queue_timeout off, or with a value
+     * that is not a time: never rejected. */
+    run_queued(NULL, 1000, &t, &slot);
+    finish(&t);
+    run_queued(old, 0, &t, &slot);
+    finish(&t);
+    run_queued("t=soon", 1000, &t, &slot);
+    assert_int_equal(handled, 4);
+    assert_int_equal(atomic_load(&slot.queue_rejected), 1);
+    finish(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -525,6 +620,8 @@ int main(void)
         cmocka_unit_test(test_request_empty_body_reads_as_empty_string),
         cmocka_unit_test(test_request_waits_go_to_the_channel),
         cmocka_unit_test(test_request_strerror_names_every_status),
+        cmocka_unit_test(test_request_start_units_by_magnitude),
+        cmocka_unit_test(test_request_queue_timeout_answers_503_without_the_app),
     };
     return cmocka_run_group_tests_name("request", tests, NULL, NULL);
 }

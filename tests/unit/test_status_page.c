@@ -2,7 +2,8 @@
 /*
  * test_status_page.c - the status page's forms (status_page.c) from a
  * made-up snapshot: which form a request gets, the text table, the JSON
- * keys, and OpenMetrics' families, cumulative buckets and # EOF.
+ * keys, and OpenMetrics' families, cumulative buckets and # EOF; the pool's
+ * bounds, spawns and retirements by reason, queue rejections and waits.
  */
 /* cmocka needs these first. */
 // clang-format off
@@ -57,6 +58,23 @@ static void snapshot(struct status_snapshot *s)
     s->listen[0].max_queue = 511;
     s->slots = slots;
     s->nslots = 3;
+    s->pm = "static";
+    s->min_workers = 1;
+    s->max_workers = 1;
+    s->idle_timeout = 10;
+    s->queue_timeout = 0.5;
+    s->max_memory = 536870912;
+    s->spawns[SPAWN_QUEUE] = 6;
+    s->spawns[SPAWN_LOAD] = 1;
+    s->spawns[SPAWN_MEMORY] = 1;
+    s->retirements[RETIRE_IDLE] = 5;
+    s->retirements[RETIRE_MEMORY] = 1;
+    s->restarts[RESTART_MEMORY] = 1;
+    s->queue_rejected = 4;
+    s->queue_le[0] = 90; /* <= 5 ms */
+    s->queue_le[7] = 6;  /* <= 1 s */
+    s->queue_le[SCORE_BUCKETS - 1] = 4;
+    s->queue_us = 42000000;
 }
 
 static char *render(enum status_format f, int full, struct codec_buf *b)
@@ -93,6 +111,7 @@ static void test_status_page_text_has_summary_queue_and_one_row_per_worker(void 
     struct codec_buf b;
     const char *t = render(STATUS_TEXT, 0, &b);
     assert_non_null(strstr(t, "generation 2: 1 of 1 workers ready\n"));
+    assert_non_null(strstr(t, "pool: pm static, 1..1 workers"));
     assert_non_null(strstr(t, "requests: 42 (1xx 0, 2xx 40, 3xx 0, 4xx 0, 5xx 2)"));
     assert_non_null(strstr(t, "unix:/run/fcgate/fcgate.sock                  50     511\n"));
     assert_non_null(strstr(t, "101         2 busy              12       1\n"));
@@ -115,8 +134,8 @@ static void test_status_page_json_keys_and_escapes(void **state)
     assert_non_null(strstr(j, "\"workers\":[{\"pid\":101,\"generation\":2,\"state\":\"busy\","
                               "\"requests\":12,\"active\":1},{\"pid\":99,"));
     assert_non_null(strstr(j, "\"request\":\"GET /slow \\\"x\\\"\""));
-    assert_non_null(
-        strstr(j, "\"restarts\":{\"crash\":0,\"timeout\":0,\"recycle\":0,\"reload\":1}"));
+    assert_non_null(strstr(
+        j, "\"restarts\":{\"crash\":0,\"timeout\":0,\"recycle\":0,\"reload\":1,\"memory\":1}"));
     assert_string_equal(j + strlen(j) - 2, "}\n");
     codec_buf_free(&b);
 }
@@ -161,6 +180,60 @@ static void test_status_page_html_is_self_contained_and_reads_the_json(void **st
     codec_buf_free(&b);
 }
 
+static char *render_dynamic(enum status_format f, struct codec_buf *b)
+{
+    struct status_snapshot s;
+    snapshot(&s);
+    s.pm = "dynamic";
+    s.min_workers = 2;
+    s.max_workers = 16;
+    memset(b, 0, sizeof(*b));
+    assert_int_equal(status_page_render(b, &s, f, 0), 0);
+    assert_int_equal(codec_buf_append(b, "", 1), 0);
+    return (char *)b->data;
+}
+
+static void test_status_page_pool_in_every_form(void **state)
+{
+    (void)state;
+    struct codec_buf b;
+    const char *t = render_dynamic(STATUS_TEXT, &b);
+    assert_non_null(strstr(t, "generation 2: 1 workers ready (pm dynamic, 2..16)\n"));
+    assert_non_null(strstr(t, "pool: pm dynamic, 2..16 workers, idle_timeout 10 s\n"));
+    assert_non_null(strstr(t,
+                           "spawns: min_workers 0, load 1, queue 6, memory 1; retirements: idle 5, "
+                           "bound 0, memory 1\n"));
+    assert_non_null(strstr(t, "queue: 100 requests timed (mean wait 420.0 ms), 4 answered 503 "
+                              "(queue_timeout 0.5 s)\n"));
+    codec_buf_free(&b);
+    const char *j = render_dynamic(STATUS_JSON, &b);
+    assert_non_null(strstr(j,
+                           "\"pm\":\"dynamic\",\"min_workers\":2,\"max_workers\":16,"
+                           "\"idle_timeout\":10,\"queue_timeout\":0.5,\"max_memory\":536870912"));
+    assert_non_null(
+        strstr(j, "\"spawns\":{\"min_workers\":0,\"load\":1,\"queue\":6,\"memory\":1}"));
+    assert_non_null(strstr(j, "\"retirements\":{\"idle\":5,\"bound\":0,\"memory\":1}"));
+    assert_non_null(strstr(j, "\"queue_rejections_total\":4,\"request_queue\":{\"count\":100,"
+                              "\"sum_seconds\":42.000000}"));
+    codec_buf_free(&b);
+    const char *m = render_dynamic(STATUS_OPENMETRICS, &b);
+    assert_non_null(strstr(m, "# TYPE fcgate_pool info\n"));
+    assert_non_null(strstr(m, "fcgate_pool_info{pm=\"dynamic\"} 1\n"));
+    assert_non_null(strstr(m, "fcgate_pool_min_workers 2\n"));
+    assert_non_null(strstr(m, "fcgate_pool_max_workers 16\n"));
+    assert_non_null(strstr(m, "fcgate_worker_spawns_total{reason=\"queue\"} 6\n"));
+    assert_non_null(strstr(m, "fcgate_worker_retirements_total{reason=\"idle\"} 5\n"));
+    assert_non_null(strstr(m, "fcgate_worker_restarts_total{reason=\"memory\"} 1\n"));
+    assert_non_null(strstr(m, "fcgate_queue_rejections_total 4\n"));
+    assert_non_null(strstr(m, "fcgate_request_queue_seconds_bucket{le=\"0.005\"} 90\n"));
+    assert_non_null(strstr(m, "fcgate_request_queue_seconds_bucket{le=\"1\"} 96\n"));
+    assert_non_null(strstr(m, "fcgate_request_queue_seconds_bucket{le=\"+Inf\"} 100\n"));
+    assert_non_null(strstr(m, "fcgate_request_queue_seconds_count 100\n"));
+    assert_non_null(strstr(m, "fcgate_request_queue_seconds_sum 42.000000\n"));
+    assert_string_equal(m + strlen(m) - 6, "# EOF\n");
+    codec_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -169,6 +242,7 @@ int main(void)
         cmocka_unit_test(test_status_page_json_keys_and_escapes),
         cmocka_unit_test(test_status_page_openmetrics_buckets_are_cumulative_and_end_in_eof),
         cmocka_unit_test(test_status_page_html_is_self_contained_and_reads_the_json),
+        cmocka_unit_test(test_status_page_pool_in_every_form),
     };
     return cmocka_run_group_tests_name("status_page", tests, NULL, NULL);
 }

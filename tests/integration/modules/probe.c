@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * probe.c - an app module for the integration tests: endpoints that crash,
- * overflow their stack, block, stream or wait, so the tests can see what
- * the daemon does about each.
+ * overflow their stack, block, stream or wait, or grow the worker's
+ * memory, so the tests can see what the daemon does about each.
  */
 #include <errno.h>
 #include <fcgate/app.h>
 #include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -113,6 +115,31 @@ static int stream(fcgate_req *r)
     return query_long(r, "fail", 0) ? FCGATE_EIO : FCGATE_OK;
 }
 
+/* Memory /grow keeps for the worker's life: reachable from here, so a
+ * leak checker does not call it lost. */
+struct grown {
+    struct grown *next;
+};
+static _Atomic(struct grown *) grown_list;
+static _Atomic long grown_mb;
+
+/* Allocates and touches ?mb= MiB (default 4) that stay: a worker whose
+ * memory grows request by request, as a slow leak makes it. */
+static int grow(fcgate_req *r)
+{
+    long mb = query_long(r, "mb", 4);
+    if (mb < 1 || mb > 256)
+        return text(r, 400, "mb: 1..256\n");
+    struct grown *g = malloc((size_t)mb << 20);
+    if (!g)
+        return text(r, 507, "out of memory\n");
+    memset(g, 0x5a, (size_t)mb << 20);
+    g->next = atomic_exchange(&grown_list, g);
+    long total = atomic_fetch_add(&grown_mb, mb) + mb;
+    fcgate_add_header(r, "Content-Type", "text/plain");
+    return fcgate_printf(r, "grown %ld %d\n", total, (int)getpid());
+}
+
 static int handle(void *ctx, fcgate_req *r)
 {
     (void)ctx;
@@ -152,6 +179,8 @@ static int handle(void *ctx, fcgate_req *r)
         return wait_fd(r);
     if (strcmp(path, "/stream") == 0)
         return stream(r);
+    if (strcmp(path, "/grow") == 0)
+        return grow(r);
     if (strcmp(path, "/pid") == 0) {
         fcgate_add_header(r, "Content-Type", "text/plain");
         return fcgate_printf(r, "%d\n", (int)getpid());
