@@ -166,7 +166,8 @@ static void load_app(struct worker *w)
         .max_body_bytes = w->cfg->max_body_bytes,
         .io_timeout_ms = w->cfg->io_timeout * 1000,
         .keepalive_timeout_ms = w->cfg->keepalive_timeout * 1000,
-        .app = {.app = w->mod.app, .ctx = ctx, .access_format = w->cfg->log_access_format},
+        .app = {.app = w->mod.app, .ctx = ctx, .access_format = w->cfg->log_access_format,
+                .timeout_ms = w->cfg->timeout * 1000},
     };
 }
 
@@ -194,7 +195,18 @@ void worker_main(struct worker *w)
     if (getppid() != supervisor)
         drain_orphaned(w);
     db_configure(w->cfg->app_database);
+    struct pg_settings pg = {
+        .conninfo = w->cfg->app_postgres,
+        .pool = w->cfg->app_postgres_pool,
+        .pool_timeout_s = w->cfg->app_postgres_pool_timeout,
+        .prepare = w->cfg->app_postgres_prepare,
+        .io_timeout_ms = w->cfg->io_timeout * 1000,
+    };
+    pg_configure(&pg);
     load_app(w);
+    /* init's connections belong to this thread, which may not serve
+     * (threads mode): the serving threads open their own. */
+    pg_close_thread();
     for (size_t t = 0; t < w->sb->per_worker; t++) {
         struct score_slot *s = scoreboard_slot(w->sb, w->row, t);
         atomic_store(&s->generation, w->generation);
@@ -211,5 +223,6 @@ void worker_main(struct worker *w)
     if (w->mod.app->fini)
         w->mod.app->fini(w->env.app.ctx);
     db_close_thread();
+    pg_close_thread();
     exit(0);
 }
