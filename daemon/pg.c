@@ -81,6 +81,7 @@ static _Thread_local struct pg_pool *tpool;
 
 void pg_configure(const struct pg_settings *s)
 {
+    free((char *)cfg.conninfo);
     cfg = *s;
     cfg.conninfo = s->conninfo && *s->conninfo ? strdup(s->conninfo) : NULL;
     if (cfg.pool < 1)
