@@ -4,14 +4,17 @@ the three (fastcgi_next_upstream error timeout, keep-alive), one
 PostgreSQL (a private postgresql-15 cluster, stopped by pid), the notes
 app on each host.
 
-The hosts are three fcgate supervisors on distinct loopback addresses
-(127.0.0.2, .3, .4), each on TCP: nginx sees three servers, each can be
-killed, restarted or reloaded alone. (Network namespaces would work on
-this machine too; loopback addresses keep the traffic inside 127.0.0.0/8
-and the test short.) Every request a test sends is counted: zero failed
-means zero."""
+Each host is an fcgate supervisor in a network namespace of its own
+(`ip netns`), reached over a veth pair at a link-local address
+(169.254.N.2, never routed off the machine); PostgreSQL is reached over
+its unix socket, which namespaces share. Where namespaces cannot be made
+(no CAP_SYS_ADMIN), the hosts are three supervisors on 127.0.0.2, .3 and
+.4 instead; the test says on stderr which ran. nginx sees three servers
+either way, each killed, restarted or reloaded alone. Every request a
+test sends is counted: zero failed means zero."""
 
 import concurrent.futures
+import ctypes
 import http.client
 import os
 import shutil
@@ -25,9 +28,86 @@ import harness
 import pg
 
 MODE = harness.MODE
-HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+LOOPBACK_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+CLONE_NEWNET = 0x40000000
 CLUSTER = None
 TMP = None
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def ip(*args):
+    return harness.subprocess.run(["ip"] + list(args), capture_output=True, text=True,
+                                  stdin=harness.subprocess.DEVNULL)
+
+
+class Namespace:
+    """A network namespace with a veth pair to this one: the host's end
+    169.254.<k>.2/30, ours 169.254.<k>.1/30. Removed (with its veth) by
+    delete()."""
+
+    def __init__(self, n):
+        tag = "%d-%d" % (os.getpid() % 10000, n)
+        self.name = "fcgate-so-" + tag
+        self.outer, self.peer, self.inner = "fso" + tag, "fsp" + tag, "eth0"
+        # A third octet of this run's own: runs side by side (ctest -j,
+        # one per mode) must not share a link-local subnet.
+        octet = 1 + (os.getpid() % 84) * 3 + n
+        self.address = "169.254.%d.2" % octet
+        self.outer_address = "169.254.%d.1/30" % octet
+        self.made = False
+
+    def create(self):
+        steps = [("netns", "add", self.name),
+                 ("link", "add", self.outer, "type", "veth", "peer", "name", self.peer),
+                 ("link", "set", self.peer, "netns", self.name, "name", self.inner),
+                 ("addr", "add", self.outer_address, "dev", self.outer),
+                 ("link", "set", self.outer, "up"),
+                 ("-n", self.name, "addr", "add", self.address + "/30", "dev", self.inner),
+                 ("-n", self.name, "link", "set", self.inner, "up"),
+                 ("-n", self.name, "link", "set", "lo", "up")]
+        for i, step in enumerate(steps):
+            r = ip(*step)
+            if i == 0:
+                self.made = r.returncode == 0
+            if r.returncode != 0:
+                self.delete()
+                return False
+        return True
+
+    def delete(self):
+        if self.made:
+            ip("netns", "delete", self.name)  # takes its veth end, and so the pair
+            self.made = False
+        if ip("link", "show", self.outer).returncode == 0:
+            ip("link", "delete", self.outer)
+
+    def enter(self):
+        """In a child between fork and exec: joins the namespace."""
+        fd = os.open("/var/run/netns/" + self.name, os.O_RDONLY)
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            os._exit(126)
+        os.close(fd)
+
+
+class NetnsFcgate(harness.Fcgate):
+    """An fcgate whose supervisor (and so its workers) runs in ns: the
+    process is fcgate itself, so it is stopped by its pid as always."""
+
+    def __init__(self, tmp, appname, ns, **overrides):
+        self.ns = ns
+        super().__init__(tmp, appname, **overrides)
+
+    def launch(self, argv=None):
+        args = [harness.FCGATE_BIN] + (argv if argv is not None else ["-c", self.conf_path])
+
+        def child():
+            harness._die_with_parent()
+            self.ns.enter()
+        with open(self.log_path, "ab") as log:
+            self.proc = harness.subprocess.Popen(args, stdin=harness.subprocess.DEVNULL,
+                                                 stdout=log, stderr=log, start_new_session=True,
+                                                 preexec_fn=child)
+        return self
 
 
 def setUpModule():
@@ -125,13 +205,20 @@ class ScaleOutTest(harness.TestCase):
         CLUSTER.psql("DROP TABLE IF EXISTS notes")
         self._logs.append(CLUSTER.log_path)
         self.hosts = []
-        for i, addr in enumerate(HOSTS):
-            listen = "%s:%d" % (addr, harness.free_port(host=addr))
-            fc = harness.Fcgate(
-                self.tmp, "notes", name="host%d" % i, listen=[listen], workers=2,
-                graceful_timeout=10, io_timeout=5, timeout=10,
+        spaces = self.namespaces()
+        for i in range(3):
+            settings = dict(
+                name="host%d" % i, workers=2, graceful_timeout=10, io_timeout=5, timeout=10,
                 app={"database": "", "postgres": CLUSTER.conninfo, "postgres_pool": 4},
                 log={"access": os.path.join(self.tmp, "host%d.access" % i)})
+            if spaces:
+                fc = NetnsFcgate(self.tmp, "notes", spaces[i],
+                                 listen=["%s:9000" % spaces[i].address], **settings)
+            else:
+                addr = LOOPBACK_HOSTS[i]
+                fc = harness.Fcgate(self.tmp, "notes",
+                                    listen=["%s:%d" % (addr, harness.free_port(host=addr))],
+                                    **settings)
             self._logs.append(fc.conf_path)
             self.track(fc, fc.log_path)
             fc.start()
@@ -157,6 +244,23 @@ class ScaleOutTest(harness.TestCase):
             f.write(text)
         self.track(self.ng, self.ng.log_path, self.ng.out_path)
         self.ng.start()
+
+    def namespaces(self):
+        """Three namespaces, or [] where they cannot be made."""
+        spaces = []
+        for n in range(3):
+            ns = Namespace(n)
+            if not ns.create():
+                for made in spaces:
+                    made.delete()
+                sys.stderr.write("SCALEOUT %s hosts: loopback addresses (no network "
+                                 "namespaces here)\n" % MODE)
+                return []
+            self.addCleanup(ns.delete)
+            spaces.append(ns)
+        sys.stderr.write("SCALEOUT %s hosts: network namespaces %s\n"
+                         % (MODE, [ns.address for ns in spaces]))
+        return spaces
 
     def req(self, method, path, body=None):
         return harness.http_request(self.ng.port, method, path, body)
