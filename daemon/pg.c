@@ -315,14 +315,19 @@ static int collect(const struct pg_wait *w, PGconn *c, uint64_t deadline, PGresu
     }
 }
 
+struct cancel_job {
+    PGcancel *k;
+    int done_fd; /* the pipe's write end: closing it tells the slot the cancel is through */
+};
+
 static void *cancel_main(void *arg)
 {
-    PGcancel **job = arg;
+    struct cancel_job *job = arg;
     char err[256];
-    if (!PQcancel(job[0], err, sizeof(err)))
+    if (!PQcancel(job->k, err, sizeof(err)))
         log_warn("PostgreSQL: cancel request failed: %s", err);
-    PQfreeCancel(job[0]);
-    close((int)(intptr_t)job[1]); /* the write end: EOF tells the slot it is done */
+    PQfreeCancel(job->k);
+    close(job->done_fd);
     free(job);
     return NULL;
 }
@@ -334,7 +339,7 @@ static void abandon(struct pg_slot *s)
     int fds[2];
     pthread_attr_t a;
     pthread_t t;
-    void **job = NULL;
+    struct cancel_job *job;
 
     s->state = PG_DIRTY;
     if (PQtransactionStatus(s->conn) != PQTRANS_ACTIVE)
@@ -342,13 +347,13 @@ static void abandon(struct pg_slot *s)
     PGcancel *k = PQgetCancel(s->conn);
     if (!k || pipe2(fds, O_CLOEXEC) < 0)
         goto fail;
-    if (!(job = malloc(2 * sizeof(*job)))) {
+    if (!(job = malloc(sizeof(*job)))) {
         close(fds[0]);
         close(fds[1]);
         goto fail;
     }
-    job[0] = k;
-    job[1] = (void *)(intptr_t)fds[1];
+    job->k = k;
+    job->done_fd = fds[1];
     pthread_attr_init(&a);
     pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
     int rc = pthread_create(&t, &a, cancel_main, job);
@@ -510,7 +515,10 @@ static int clean(struct pg_slot *s, const struct pg_wait *w)
         close(s->cancel_fd);
         s->cancel_fd = -1;
     }
-    rc = collect(w, s->conn, deadline, &r);
+    /* A query abandoned while still being sent is sent whole first: the
+     * server answers (or cancels) only complete messages. */
+    if ((rc = flush(w, s->conn, deadline)) == FCGATE_OK)
+        rc = collect(w, s->conn, deadline, &r);
     PQclear(r);
     if (rc == FCGATE_OK && PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
         if (!PQsendQueryParams(s->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0))
@@ -549,8 +557,12 @@ static struct pg_slot *take_free(struct pg_pool *p, const struct pg_wait *w, int
     }
     if ((s = find(p, PG_DIRTY)) != NULL) {
         s->in_use = 1;
-        if (clean(s, w) == FCGATE_OK)
+        if ((*rc = clean(s, w)) == FCGATE_OK)
             return s;
+        if (*rc == FCGATE_ETIMEDOUT && expired(w) == FCGATE_ETIMEDOUT) {
+            s->in_use = 0; /* our own time ran out: the next taker cleans it */
+            return NULL;
+        }
         log_warn("PostgreSQL: a cancelled query's connection did not come back clean; "
                  "replacing it");
         slot_reset(s);
