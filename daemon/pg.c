@@ -489,12 +489,18 @@ static int run(struct pg_slot *s, const struct pg_wait *w, PGresult **res, const
  * shows up readable: found before a request's query is lost on it. */
 static int still_open(struct pg_slot *s)
 {
-    struct pollfd p = {PQsocket(s->conn), POLLIN, 0};
-    if (poll(&p, 1, 0) == 0)
-        return 1;
-    if (PQconsumeInput(s->conn) && PQstatus(s->conn) == CONNECTION_OK && !PQisBusy(s->conn) &&
-        PQtransactionStatus(s->conn) == PQTRANS_IDLE)
-        return 1;
+    /* A server going away sends an error, then closes: one read takes
+     * the error, the end of the stream shows only on the next. */
+    for (int i = 0; i < 4; i++) {
+        struct pollfd p = {PQsocket(s->conn), POLLIN, 0};
+        if (poll(&p, 1, 0) == 0)
+            return 1;
+        if (!PQconsumeInput(s->conn) || PQstatus(s->conn) != CONNECTION_OK ||
+            PQisBusy(s->conn) || PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+            goto closed;
+    }
+    return 1; /* talkative (notices), but open */
+closed:
     log_info("PostgreSQL: an idle connection was closed by the server; reconnecting");
     slot_reset(s);
     return 0;
