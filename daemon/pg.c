@@ -445,9 +445,8 @@ static int send_query(struct pg_slot *s, const struct pg_wait *w, const char *sq
     }
     if (i >= 0) {
         snprintf(name, sizeof(name), "fcgate_%d", i);
-        return PQsendQueryPrepared(s->conn, name, nparams, params, NULL, NULL, 0)
-                   ? FCGATE_OK
-                   : FCGATE_EUNAVAIL;
+        return PQsendQueryPrepared(s->conn, name, nparams, params, NULL, NULL, 0) ? FCGATE_OK
+                                                                                  : FCGATE_EUNAVAIL;
     }
     return PQsendQueryParams(s->conn, sql, nparams, NULL, params, NULL, NULL, 0) ? FCGATE_OK
                                                                                  : FCGATE_EUNAVAIL;
@@ -495,8 +494,8 @@ static int still_open(struct pg_slot *s)
         struct pollfd p = {PQsocket(s->conn), POLLIN, 0};
         if (poll(&p, 1, 0) == 0)
             return 1;
-        if (!PQconsumeInput(s->conn) || PQstatus(s->conn) != CONNECTION_OK ||
-            PQisBusy(s->conn) || PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+        if (!PQconsumeInput(s->conn) || PQstatus(s->conn) != CONNECTION_OK || PQisBusy(s->conn) ||
+            PQtransactionStatus(s->conn) != PQTRANS_IDLE)
             goto closed;
     }
     return 1; /* talkative (notices), but open */

@@ -166,7 +166,9 @@ static void load_app(struct worker *w)
         .max_body_bytes = w->cfg->max_body_bytes,
         .io_timeout_ms = w->cfg->io_timeout * 1000,
         .keepalive_timeout_ms = w->cfg->keepalive_timeout * 1000,
-        .app = {.app = w->mod.app, .ctx = ctx, .access_format = w->cfg->log_access_format,
+        .app = {.app = w->mod.app,
+                .ctx = ctx,
+                .access_format = w->cfg->log_access_format,
                 .timeout_ms = w->cfg->timeout * 1000},
     };
 }

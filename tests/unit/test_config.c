@@ -420,7 +420,8 @@ static void test_config_postgres_keys(void **state)
     assert_int_equal(c.app_postgres_pool_timeout, 2);
     assert_int_equal(c.app_postgres_prepare, 0);
     config_free(&c);
-    load_ok(&c, "app = { postgres = \"postgresql://app@127.0.0.1:5432/app?connect_timeout=3\"; };\n");
+    load_ok(&c,
+            "app = { postgres = \"postgresql://app@127.0.0.1:5432/app?connect_timeout=3\"; };\n");
     assert_string_equal(c.app_postgres, "postgresql://app@127.0.0.1:5432/app?connect_timeout=3");
     config_free(&c);
     load_ok(&c, "app = { postgres = \"\"; };\n");

@@ -120,7 +120,6 @@ static int utf8_valid(const char *s, size_t n)
     return i == n;
 }
 
-
 static int hexval(int c)
 {
     if (c >= '0' && c <= '9')
