@@ -14,8 +14,10 @@ with fsync off (a test cluster need not survive a power cut).
 import contextlib
 import os
 import pwd
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import harness
@@ -201,6 +203,27 @@ logfile = {d}/pgbouncer.file.log
             with contextlib.suppress(OSError), open(p, errors="replace") as f:
                 out.append(f.read()[-4000:])
         return "".join(out)
+
+
+def shared_cluster(prefix):
+    """A running cluster in a temp dir of its own, for a whole test file or
+    class (initdb takes seconds): (cluster, dir). drop_shared stops it."""
+    if not available():
+        raise AssertionError("postgresql-15 is not installed (scripts/lib.sh installs it)")
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(tmp, 0o755)
+    try:
+        return Postgres(tmp).start(), tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def drop_shared(cluster, tmp):
+    if cluster:
+        cluster.stop()
+    if tmp and os.environ.get("FCGATE_KEEP_TMP") != "1":
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def start_postgres(test, name="pg"):

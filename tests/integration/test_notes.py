@@ -5,10 +5,7 @@ postgresql-15 cluster this file starts once and stops by pid), with the
 same HTTP behaviour."""
 
 import json
-import os
 import re
-import shutil
-import tempfile
 import time
 import urllib.parse
 
@@ -204,19 +201,8 @@ class NotesPostgresTest(NotesTest):
 
     @classmethod
     def setUpClass(cls):
-        if not pg.available():
-            raise AssertionError("postgresql-15 is not installed (scripts/lib.sh installs it)")
-        cls.tmp_root = tempfile.mkdtemp(prefix="fcgate-notes-pg-")
-        os.chmod(cls.tmp_root, 0o755)
-        cls.cluster = pg.Postgres(cls.tmp_root)
-        cls.addClassCleanup(cls._drop_cluster)
-        cls.cluster.start()
-
-    @classmethod
-    def _drop_cluster(cls):
-        cls.cluster.stop()
-        if os.environ.get("FCGATE_KEEP_TMP") != "1":
-            shutil.rmtree(cls.tmp_root, ignore_errors=True)
+        cls.cluster, cls.tmp_root = pg.shared_cluster("fcgate-notes-pg-")
+        cls.addClassCleanup(pg.drop_shared, cls.cluster, cls.tmp_root)
 
     def setUp(self):
         self.cluster.psql("DROP TABLE IF EXISTS notes")

@@ -8,8 +8,6 @@ error when app.postgres is not set. Run once per mode (FCGATE_MODE)."""
 
 import concurrent.futures
 import os
-import shutil
-import tempfile
 import time
 
 import harness
@@ -21,11 +19,7 @@ TMP = None
 
 def setUpModule():
     global CLUSTER, TMP
-    if not pg.available():
-        raise AssertionError("postgresql-15 is not installed (scripts/lib.sh installs it)")
-    TMP = tempfile.mkdtemp(prefix="fcgate-pg-")
-    os.chmod(TMP, 0o755)
-    CLUSTER = pg.Postgres(TMP).start()
+    CLUSTER, TMP = pg.shared_cluster("fcgate-pg-")
     CLUSTER.psql("CREATE TABLE items(id integer PRIMARY KEY, name text NOT NULL, "
                  "qty integer NOT NULL); "
                  "INSERT INTO items SELECT x, format('item-%s', lpad(x::text, 5, '0')), "
@@ -34,10 +28,7 @@ def setUpModule():
 
 
 def tearDownModule():
-    if CLUSTER:
-        CLUSTER.stop()
-    if TMP and os.environ.get("FCGATE_KEEP_TMP") != "1":
-        shutil.rmtree(TMP, ignore_errors=True)
+    pg.drop_shared(CLUSTER, TMP)
 
 
 def expected_item(n):

@@ -17,11 +17,8 @@ import concurrent.futures
 import ctypes
 import http.client
 import os
-import shutil
 import signal
 import sys
-import tempfile
-import threading
 import time
 
 import harness
@@ -112,18 +109,11 @@ class NetnsFcgate(harness.Fcgate):
 
 def setUpModule():
     global CLUSTER, TMP
-    if not pg.available():
-        raise AssertionError("postgresql-15 is not installed (scripts/lib.sh installs it)")
-    TMP = tempfile.mkdtemp(prefix="fcgate-scaleout-pg-")
-    os.chmod(TMP, 0o755)
-    CLUSTER = pg.Postgres(TMP).start()
+    CLUSTER, TMP = pg.shared_cluster("fcgate-scaleout-pg-")
 
 
 def tearDownModule():
-    if CLUSTER:
-        CLUSTER.stop()
-    if TMP and os.environ.get("FCGATE_KEEP_TMP") != "1":
-        shutil.rmtree(TMP, ignore_errors=True)
+    pg.drop_shared(CLUSTER, TMP)
 
 
 def report(what, load, extra=""):
@@ -132,21 +122,16 @@ def report(what, load, extra=""):
     sys.stderr.flush()
 
 
-class Load:
-    """Threads sending requests through nginx until stopped, each answer
-    judged by check(response) -> (ok, detail); an exception (reset,
-    timeout) is a failure. Results: (start, end, ok, status, detail)."""
+class Load(harness.Load):
+    """harness.Load with requests of the test's choosing: request(thread,
+    n) -> (method, path, body), each answer judged by check(response) ->
+    (ok, detail); an exception (reset, timeout) is a failure. Results:
+    (start, end, ok, status, detail)."""
 
     def __init__(self, port, request, check, threads=6, max_seconds=60.0):
-        self.port = port
+        super().__init__(port, paths=list(range(threads)), max_seconds=max_seconds)
         self.request = request
         self.check = check
-        self.max_seconds = max_seconds
-        self.lock = threading.Lock()
-        self.results = []
-        self.halt = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
-                        for i in range(threads)]
 
     def _run(self, i):
         deadline = time.monotonic() + self.max_seconds
@@ -164,36 +149,6 @@ class Load:
                 ok, detail = False, repr(e)
             with self.lock:
                 self.results.append((t0, time.monotonic(), ok, status, detail))
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.halt.set()
-        for t in self.threads:
-            t.join(20)
-
-    def total(self):
-        with self.lock:
-            return len(self.results)
-
-    def failures(self):
-        with self.lock:
-            return [r for r in self.results if not r[2]]
-
-    def failed(self):
-        return len(self.failures())
-
-    def wait_requests(self, n, timeout=15.0):
-        goal = self.total() + n
-        return harness.wait_until(lambda: self.total() >= goal, timeout)
-
-    def summary(self):
-        f = self.failures()
-        return "%d of %d failed; first: %s" % (len(f), self.total(),
-                                               ["%s %s" % (r[3], r[4]) for r in f[:5]])
 
 
 def status_ok(r):
