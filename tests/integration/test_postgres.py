@@ -140,6 +140,24 @@ class PostgresTest(harness.TestCase):
         limit = {"async": 2, "threads": harness.THREADS, "sync": 1}[harness.MODE]
         self.assertLessEqual(self.sessions(), limit)
 
+    def test_wait_for_a_free_connection_is_bounded(self):
+        # One connection per worker, held 1.5 s by each request: the
+        # second request in line waits postgres_pool_timeout (1 s) and
+        # gets 503; the worker serves on. Only async requests share a
+        # pool (sync and threads: a connection per thread), so only async
+        # requests can queue for one.
+        if harness.MODE != "async":
+            self.skipTest("a pool is shared by requests only in async mode")
+        self.start("bench", app={"postgres_pool": 1, "postgres_pool_timeout": 1})
+        with concurrent.futures.ThreadPoolExecutor(3) as ex:
+            t0 = time.monotonic()
+            rs = list(ex.map(lambda i: self.get("/pg-sleep?ms=1500"), range(3)))
+            took = time.monotonic() - t0
+        self.assertEqual(sorted(r.status for r in rs), [200, 503, 503], rs)
+        self.assertLess(took, 5.0)
+        self.fc.wait_log(r"no free connection within postgres_pool_timeout")
+        self.assertEqual(self.get("/pg-item?id=3").status, 200)
+
     def test_no_postgres_configured_is_a_clear_error(self):
         fc = self.fcgate("probe", workers=1)
         self.ng = self.nginx(fc)
