@@ -13,9 +13,9 @@
  *   threads  several requests at once per process, one per thread: a
  *            module must set FCGATE_APP_THREADSAFE to be loaded in it;
  *   async    many requests per process on one event-loop thread, each in
- *            its own coroutine: fcgate_db, fcgate_sleep and fcgate_wait_fd
- *            yield instead of blocking, so a handler must wait only
- *            through them. A coroutine's stack is stack_size bytes
+ *            its own coroutine: fcgate_db, fcgate_pg_*, fcgate_sleep and
+ *            fcgate_wait_fd yield instead of blocking, so a handler must
+ *            wait only through them. A coroutine's stack is stack_size bytes
  *            (default 256 KiB, at least 32 KiB); fcgate's own frames
  *            take under 8 KiB of it, so a handler always has at least
  *            24 KiB: keep larger buffers on the heap. Overflowing it
