@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libconfig.h>
+#include <libpq-fe.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -381,6 +382,41 @@ static void set_str_opt(struct loader *L, const config_setting_t *s, const struc
 
     if (v != NULL)
         store(L, s, FIELD(L->c, k, char *), *v ? v : NULL);
+}
+
+/* A libpq connection string or URI, checked by libpq's own parser (its
+ * syntax only: whether the server answers is the workers' concern). */
+static void set_postgres(struct loader *L, const config_setting_t *s, const struct key *k)
+{
+    char *why = NULL;
+    const char *v = get_str(L, s, k);
+
+    if (v == NULL)
+        return;
+    if (*v == '\0') {
+        store(L, s, FIELD(L->c, k, char *), NULL);
+        return;
+    }
+    PQconninfoOption *opts = PQconninfoParse(v, &why);
+    if (opts == NULL) {
+        size_t n = why ? strlen(why) : 0;
+        while (n > 0 && why[n - 1] == '\n')
+            why[--n] = '\0';
+        err_at(L, s, "'%s': %s", k->path, why ? why : "out of memory");
+        PQfreemem(why);
+        return;
+    }
+    PQconninfoFree(opts);
+    store(L, s, FIELD(L->c, k, char *), v);
+}
+
+static void set_bool(struct loader *L, const config_setting_t *s, const struct key *k)
+{
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+        err_at(L, s, "'%s' must be true or false", k->path);
+        return;
+    }
+    *FIELD(L->c, k, int) = config_setting_get_bool(s) ? 1 : 0;
 }
 
 static void set_module(struct loader *L, const config_setting_t *s, const struct key *k)
@@ -754,6 +790,11 @@ static void set_group(struct loader *L, const config_setting_t *s, const struct 
 static const struct key app_keys[] = {
     {"module", "app.module", set_module, 0, 0, 0, NULL},
     {"database", "app.database", set_str_opt, OFF(app_database), 0, 0, NULL},
+    {"postgres", "app.postgres", set_postgres, OFF(app_postgres), 0, 0, NULL},
+    {"postgres_pool", "app.postgres_pool", set_int, OFF(app_postgres_pool), 1, 1024, NULL},
+    {"postgres_pool_timeout", "app.postgres_pool_timeout", set_int, OFF(app_postgres_pool_timeout),
+     1, 86400, NULL},
+    {"postgres_prepare", "app.postgres_prepare", set_bool, OFF(app_postgres_prepare), 0, 0, NULL},
     {"settings", "app.settings", set_settings, 0, 0, 0, NULL},
     {NULL, NULL, NULL, 0, 0, 0, NULL},
 };
@@ -1127,6 +1168,10 @@ int config_defaults(struct config *c)
     c->max_memory = 0;
     c->app_module = strdup(DEFAULT_MODULE);
     c->app_database = strdup(DEFAULT_DATABASE);
+    c->app_postgres = NULL;
+    c->app_postgres_pool = 4;
+    c->app_postgres_pool_timeout = 5;
+    c->app_postgres_prepare = 1;
     c->log_level = FCGATE_LOG_INFO;
     c->log_error = strdup("-");
     c->log_access = NULL;
@@ -1391,6 +1436,7 @@ void config_free(struct config *c)
     free(c->app_module);
     free(c->app_module_origin);
     free(c->app_database);
+    free(c->app_postgres);
     for (i = 0; i < c->nsettings; i++) {
         free(c->settings[i].name);
         free(c->settings[i].value);

@@ -58,6 +58,10 @@ struct config {
 
     char *app_module;   /* path of the .so */
     char *app_database; /* sqlite path; NULL or "": no database */
+    char *app_postgres; /* libpq conninfo or URI; NULL: no PostgreSQL */
+    int app_postgres_pool;         /* connections per worker (async), per thread's use; 1..1024 */
+    int app_postgres_pool_timeout; /* seconds a request waits for a free connection; 1..86400 */
+    int app_postgres_prepare;      /* 1: prepared statements cached per connection */
     struct config_setting *settings;
     size_t nsettings;
 

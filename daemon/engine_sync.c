@@ -556,6 +556,7 @@ static void *thread_main(void *p)
     struct thread_arg *a = p;
     serve_thread(a->E, a->slot);
     db_close_thread();
+    pg_close_thread();
     return NULL;
 }
 

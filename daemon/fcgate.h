@@ -4,7 +4,7 @@
  *
  * The files are layers; each uses only the ones listed before it:
  *
- *   scoreboard.c db.c stack.c (and the leaves: codec, config, log, ...)
+ *   scoreboard.c db.c pg.c stack.c (and the leaves: codec, config, log, ...)
  *   request.c    one request behind the app API; knows no socket
  *   conn.c       one FastCGI connection: bytes, codec, requests
  *   intake.c     where connections come from: listen sockets, hand-over
@@ -259,6 +259,32 @@ void db_configure(const char *path);
 int db_run(int (*fn)(sqlite3 *db, void *arg), void *arg);
 void db_close_thread(void);
 
+/* pg.c: PostgreSQL through libpq, non-blocking; a pool per thread that
+ * runs requests (async: the loop's, shared by its coroutines). */
+struct pg_settings {
+    const char *conninfo; /* NULL or "": no PostgreSQL */
+    int pool;             /* connections per pool */
+    int pool_timeout_s;   /* a request waits this long for a free one */
+    int prepare;          /* cache prepared statements per connection */
+    int io_timeout_ms;    /* bounds a connect, and a query without a request deadline */
+};
+/* How a pool waits: the engine's fd wait for a request, poll() without. */
+struct pg_wait {
+    /* fd ready for events within timeout_ms: FCGATE_OK, else FCGATE_ETIMEDOUT
+     * (also: the request was cancelled) or another failure. */
+    int (*fn)(void *ctx, int fd, short events, int timeout_ms);
+    void *ctx;
+    uint64_t deadline_ms; /* monotonic; the request's queries end by then; 0: none */
+};
+void pg_configure(const struct pg_settings *s);
+int pg_enabled(void);
+/* w NULL: blocks (init). The app API's contracts (app.h). */
+int pg_query(const struct pg_wait *w, PGresult **res, const char *sql, int nparams,
+             const char *const *params);
+int pg_transaction(const struct pg_wait *w, int (*fn)(fcgate_pg *tx, void *arg), void *arg);
+/* Closes the calling thread's connections. */
+void pg_close_thread(void);
+
 /* The runtime behind the app's fcgate_host handle. */
 struct fcgate_host {
     const struct config *cfg;
@@ -281,6 +307,7 @@ struct req_app {
     void *ctx;
     const char *access_format;      /* NULL: LOG_ACCESS_FORMAT_DEFAULT */
     unsigned long queue_timeout_ms; /* 0: never answer 503 for a long wait */
+    int timeout_ms; /* `timeout`: a request's database waits end before it; 0: none */
 };
 
 /* The side of a connection a request sees. */

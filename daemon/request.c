@@ -64,6 +64,8 @@ const char *fcgate_strerror(int status)
         return "timed out";
     case FCGATE_ECLOSED:
         return "client went away";
+    case FCGATE_EUNAVAIL:
+        return "database unavailable";
     default:
         return "unknown status";
     }
@@ -410,6 +412,61 @@ int fcgate_wait_fd(fcgate_req *r, int fd, short events, int timeout_ms)
     if (fd < 0)
         return FCGATE_EINVAL;
     return r->ch->io->wait_fd(r->ch, fd, events, timeout_ms);
+}
+
+/* PostgreSQL waits through the engine, bounded by the request's
+ * `timeout`. In sync and threads mode the supervisor acts on a request
+ * over `timeout` (it kills or retires the worker), so queries must end a
+ * little before: a quarter of it, at most 250 ms, early. */
+static int chan_pg_wait(void *ctx, int fd, short events, int timeout_ms)
+{
+    struct req_chan *ch = ctx;
+    return ch->io->wait_fd(ch, fd, events, timeout_ms);
+}
+
+static struct pg_wait req_pg_wait(fcgate_req *r)
+{
+    struct pg_wait w = {chan_pg_wait, r->ch, 0};
+    uint64_t t = r->ch->app->timeout_ms > 0 ? (uint64_t)r->ch->app->timeout_ms : 0;
+    if (t)
+        w.deadline_ms = r->ch->start_ms + t - (t / 4 < 250 ? t / 4 : 250);
+    return w;
+}
+
+/* A query cut off by the request's deadline: the request is answered
+ * 504, as a request over `timeout` in async mode is. */
+static int pg_outcome(fcgate_req *r, int rc)
+{
+    if (rc == FCGATE_ETIMEDOUT && !r->ch->cancelled) {
+        log_error("%s: PostgreSQL query cancelled at the request's timeout (%d s); answered 504",
+                  r->ch->what, r->ch->app->timeout_ms / 1000);
+        r->ch->cancelled = 1;
+    }
+    return rc;
+}
+
+int fcgate_pg_configured(const fcgate_host *h)
+{
+    return h && h->cfg->app_postgres && *h->cfg->app_postgres;
+}
+
+int fcgate_pg_query(fcgate_req *r, PGresult **res, const char *sql, int nparams,
+                    const char *const *params)
+{
+    struct pg_wait w = req_pg_wait(r);
+    return pg_outcome(r, pg_query(&w, res, sql, nparams, params));
+}
+
+int fcgate_pg_transaction(fcgate_req *r, int (*fn)(fcgate_pg *tx, void *arg), void *arg)
+{
+    struct pg_wait w = req_pg_wait(r);
+    return pg_outcome(r, pg_transaction(&w, fn, arg));
+}
+
+int fcgate_host_pg(const fcgate_host *h, int (*fn)(fcgate_pg *tx, void *arg), void *arg)
+{
+    (void)h;
+    return pg_transaction(NULL, fn, arg);
 }
 
 void fcgate_log(fcgate_req *r, int level, const char *fmt, ...)

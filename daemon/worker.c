@@ -175,7 +175,8 @@ static void load_app(struct worker *w)
         .app = {.app = w->mod.app,
                 .ctx = ctx,
                 .access_format = w->cfg->log_access_format,
-                .queue_timeout_ms = w->cfg->queue_timeout_ms},
+                .queue_timeout_ms = w->cfg->queue_timeout_ms,
+                .timeout_ms = w->cfg->timeout * 1000},
     };
 }
 
@@ -203,7 +204,18 @@ void worker_main(struct worker *w)
     if (getppid() != supervisor)
         drain_orphaned(w);
     db_configure(w->cfg->app_database);
+    struct pg_settings pg = {
+        .conninfo = w->cfg->app_postgres,
+        .pool = w->cfg->app_postgres_pool,
+        .pool_timeout_s = w->cfg->app_postgres_pool_timeout,
+        .prepare = w->cfg->app_postgres_prepare,
+        .io_timeout_ms = w->cfg->io_timeout * 1000,
+    };
+    pg_configure(&pg);
     load_app(w);
+    /* init's connections belong to this thread, which may not serve
+     * (threads mode): the serving threads open their own. */
+    pg_close_thread();
     stack_init(w->cfg->app_module, 1);
     for (size_t t = 0; t < w->sb->per_worker; t++) {
         struct score_slot *s = scoreboard_slot(w->sb, w->row, t);
@@ -221,5 +233,6 @@ void worker_main(struct worker *w)
     if (w->mod.app->fini)
         w->mod.app->fini(w->env.app.ctx);
     db_close_thread();
+    pg_close_thread();
     exit(0);
 }

@@ -10,8 +10,8 @@
 # there as debian/, runs `dpkg-buildpackage -us -uc -b` in it, and moves
 # the results to OUTDIR (default: build-deb/ in this tree). The build log
 # is OUTDIR/build.log. Build dependencies: see packaging/debian/control
-# (debhelper, cmake, pkg-config, libconfig-dev, libsqlite3-dev,
-# libfcgi-dev); dpkg-checkbuilddeps names what is missing.
+# (debhelper, cmake, pkg-config, libconfig-dev, libsqlite3-dev, libpq-dev,
+# libjansson-dev, libfcgi-dev); dpkg-checkbuilddeps names what is missing.
 #
 # FCGATE_DEB_VERSION=V builds version V instead of the changelog's (a
 # changelog entry is added in the copy): the packaging test uses it to

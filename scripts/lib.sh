@@ -5,10 +5,11 @@ TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # The Debian 12 packages fcgate builds, runs and tests with.
 FCGATE_PACKAGES="build-essential cmake pkg-config libfcgi-dev libfcgi-bin libconfig-dev
-  libsqlite3-dev libcmocka-dev nginx curl python3 iproute2 procps"
+  libsqlite3-dev libpq-dev libjansson-dev libcmocka-dev nginx curl python3 iproute2 procps"
 # clang: sanitizers and fuzzers; debhelper, lintian, logrotate, systemd
-# (systemd-analyze): tests/packaging.
-FCGATE_TEST_PACKAGES="clang libclang-rt-14-dev debhelper lintian logrotate systemd man-db python3-prometheus-client chromium prometheus"
+# (systemd-analyze): tests/packaging. postgresql-15, pgbouncer: the
+# PostgreSQL tests run a private cluster (and pgbouncer) of their own.
+FCGATE_TEST_PACKAGES="clang libclang-rt-14-dev debhelper lintian logrotate systemd man-db python3-prometheus-client chromium prometheus postgresql-15 pgbouncer"
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -1,11 +1,16 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The notes example app through nginx: its whole JSON API, limits included."""
+"""The notes example app through nginx: its whole JSON API, limits included,
+on sqlite (app.database) and on PostgreSQL (app.postgres: a private
+postgresql-15 cluster this file starts once and stops by pid), with the
+same HTTP behaviour."""
 
 import json
 import re
+import time
 import urllib.parse
 
 import harness
+import pg
 
 MIB = 1 << 20
 
@@ -185,6 +190,50 @@ class NotesTest(harness.TestCase):
         for r in rs:
             self.assertTrue(re.fullmatch(r"/notes/\d+", r.header("Location")))
         self.assertEqual(len(self.req("GET", "/notes?limit=100").json()), 40)
+
+
+class NotesPostgresTest(NotesTest):
+    """Every test above again, the notes kept in PostgreSQL; and what only
+    a database server can do: go away and come back."""
+
+    cluster = None
+    tmp_root = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster, cls.tmp_root = pg.shared_cluster("fcgate-notes-pg-")
+        cls.addClassCleanup(pg.drop_shared, cls.cluster, cls.tmp_root)
+
+    def setUp(self):
+        self.cluster.psql("DROP TABLE IF EXISTS notes")
+        self._logs.append(self.cluster.log_path)
+        self.fc = self.fcgate("notes", limits={"max_body_bytes": 2 * MIB}, io_timeout=5,
+                              app={"database": "", "postgres": self.cluster.conninfo})
+        self.ng = self.nginx(self.fc)
+
+    def test_notes_live_in_postgres(self):
+        n = self.create("in postgres \u0000 too")
+        self.assertEqual(self.cluster.psql("SELECT count(*) FROM notes WHERE id = %d" % n["id"]),
+                         "1")
+
+    def test_postgres_restart_gives_json_503_then_recovers(self):
+        n = self.create("survives")
+        workers = self.fc.worker_pids()
+        self.cluster.stop()
+        try:
+            t0 = time.monotonic()
+            r = self.req("GET", "/notes/%d" % n["id"])
+            self.assertError(r, 503)
+            self.assertEqual(r.json()["error"], "database unavailable")
+            self.assertError(self.req("POST", "/notes", {"text": "lost"}), 503)
+            self.assertLess(time.monotonic() - t0, 5.0)
+        finally:
+            self.cluster.launch()
+            self.cluster.wait_ready()
+        self.assertTrue(harness.wait_until(
+            lambda: self.req("GET", "/notes/%d" % n["id"]).status == 200, 10.0, 0.2))
+        self.assertEqual(self.req("GET", "/notes").json(), [n])
+        self.assertEqual(self.fc.worker_pids(), workers)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,20 @@ static void test_app_load_accepts_good_module(void **state)
     assert_null(m.app);
 }
 
+/* ABI 1.1 added functions only: a module built for 1.0 loads as it was. */
+static void test_app_load_accepts_older_minor_abi(void **state)
+{
+    (void)state;
+    struct app_module m;
+    char err[256] = "";
+
+    assert_true(FCGATE_ABI_MINOR >= 1);
+    assert_int_equal(app_load(MOD("mod_abi_1_0"), &m, err, sizeof(err)), 0);
+    assert_int_equal(m.app->abi_minor, 0);
+    assert_string_equal(m.app->name, "abi_1_0");
+    app_unload(&m);
+}
+
 static void test_app_load_same_module_twice(void **state)
 {
     (void)state;
@@ -234,6 +248,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_app_load_accepts_good_module),
+        cmocka_unit_test(test_app_load_accepts_older_minor_abi),
         cmocka_unit_test(test_app_load_same_module_twice),
         cmocka_unit_test(test_app_load_keeps_its_snapshot_when_file_is_rewritten),
         cmocka_unit_test(test_app_load_refuses_missing_file),

@@ -240,6 +240,10 @@ static void test_config_example_file_equals_defaults(void **state)
     assert_int_equal(c.max_memory, d.max_memory);
     assert_string_equal(c.app_module, d.app_module);
     assert_string_equal(c.app_database, d.app_database);
+    assert_null(c.app_postgres);
+    assert_int_equal(c.app_postgres_pool, d.app_postgres_pool);
+    assert_int_equal(c.app_postgres_pool_timeout, d.app_postgres_pool_timeout);
+    assert_int_equal(c.app_postgres_prepare, d.app_postgres_prepare);
     assert_int_equal(c.nsettings, 0);
     assert_int_equal(c.log_level, d.log_level);
     assert_string_equal(c.log_error, d.log_error);
@@ -285,6 +289,10 @@ static void test_config_example_file_documents_every_key(void **state)
         "app",
         "module",
         "database",
+        "postgres",
+        "postgres_pool",
+        "postgres_pool_timeout",
+        "postgres_prepare",
         "settings",
         "log",
         "level",
@@ -437,6 +445,51 @@ static void test_config_slowlog_group(void **state)
                NAME ":1: 'slowlog.timeout' must be a number of seconds, like 5 or 0.5");
     expect_one("slowlog = { file = \"/x\"; timeout = 90000.0; };\n",
                NAME ":1: 'slowlog.timeout' must be between 0.001 and 86400 seconds, not 90000");
+}
+
+/* app.postgres is checked by libpq's parser (syntax, not reachability);
+ * its pool keys have documented defaults and ranges. */
+static void test_config_postgres_keys(void **state)
+{
+    struct config c;
+
+    (void)state;
+    load_ok(&c, "");
+    assert_null(c.app_postgres);
+    assert_int_equal(c.app_postgres_pool, 4);
+    assert_int_equal(c.app_postgres_pool_timeout, 5);
+    assert_int_equal(c.app_postgres_prepare, 1);
+    config_free(&c);
+    load_ok(&c, "app = { postgres = \"host=/run/postgresql dbname=app\"; postgres_pool = 16;\n"
+                "        postgres_pool_timeout = 2; postgres_prepare = false; };\n");
+    assert_string_equal(c.app_postgres, "host=/run/postgresql dbname=app");
+    assert_int_equal(c.app_postgres_pool, 16);
+    assert_int_equal(c.app_postgres_pool_timeout, 2);
+    assert_int_equal(c.app_postgres_prepare, 0);
+    config_free(&c);
+    load_ok(&c,
+            "app = { postgres = \"postgresql://app@127.0.0.1:5432/app?connect_timeout=3\"; };\n");
+    assert_string_equal(c.app_postgres, "postgresql://app@127.0.0.1:5432/app?connect_timeout=3");
+    config_free(&c);
+    load_ok(&c, "app = { postgres = \"\"; };\n");
+    assert_null(c.app_postgres);
+    config_free(&c);
+    expect_one("app = { postgres = \"host=/tmp dbname\"; };\n",
+               NAME ":1: 'app.postgres': missing \"=\" after \"dbname\" in connection info string");
+    expect_one("app = { postgres = \"hots=/tmp\"; };\n",
+               NAME ":1: 'app.postgres': invalid connection option \"hots\"");
+    expect_one("app = { postgres = \"postgresql://[::1\"; };\n",
+               NAME ":1: 'app.postgres': end of string reached when looking for matching \"]\" "
+                    "in IPv6 host address in URI: \"postgresql://[::1\"");
+    expect_one("app = { postgres = 5; };\n", NAME ":1: 'app.postgres' must be a string");
+    expect_one("app = { postgres_pool = 0; };\n",
+               NAME ":1: 'app.postgres_pool' must be between 1 and 1024, not 0");
+    expect_one("app = { postgres_pool = 1025; };\n",
+               NAME ":1: 'app.postgres_pool' must be between 1 and 1024, not 1025");
+    expect_one("app = { postgres_pool_timeout = 0; };\n",
+               NAME ":1: 'app.postgres_pool_timeout' must be between 1 and 86400, not 0");
+    expect_one("app = { postgres_prepare = 1; };\n",
+               NAME ":1: 'app.postgres_prepare' must be true or false");
 }
 
 /* Integer keys at their lowest and highest allowed values. */
@@ -1621,6 +1674,7 @@ int main(void)
         cmocka_unit_test(test_config_free_is_idempotent),
         cmocka_unit_test(test_config_status_group),
         cmocka_unit_test(test_config_slowlog_group),
+        cmocka_unit_test(test_config_postgres_keys),
         cmocka_unit_test(test_config_syntax_error_marks_file_unparsed),
     };
 

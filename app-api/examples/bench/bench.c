@@ -9,6 +9,12 @@
  *                   (400 "bad id\n", 404 "no such item\n")
  *   GET /sleep      fcgate_sleep 20 ms (?ms=0..60000 overrides), "ok\n"
  *   GET /cpu        CPU_ITERS rounds of the integer hash, "%08x\n"
+ *   GET /pg-item?id=N   the /item answer from PostgreSQL's items(id, name,
+ *                   qty), created beforehand by whoever runs the benchmark
+ *   GET /pg-sleep?ms=N  SELECT pg_sleep: a query that waits on the server
+ *                   (ms as /sleep), "ok\n"
+ *   PostgreSQL failures: 503 "db unavailable\n" (server unreachable, no
+ *   free connection), 500 "db error\n"; over `timeout` fcgate answers 504.
  *
  * CPU_ITERS comes from the app setting "cpu_iters", else the environment
  * (as the peers harness passes it), else 730000 (about 1 ms).
@@ -17,6 +23,7 @@
 #include <fcgate/app.h>
 
 #include <errno.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -142,6 +149,57 @@ static int bench_item(fcgate_req *r)
     return reply(r, 200, "application/json", body);
 }
 
+static int reply_pg_error(fcgate_req *r, const char *what, int rc, PGresult *res)
+{
+    if (res)
+        fcgate_log(r, FCGATE_LOG_ERROR, "%s: %s", what, PQresultErrorMessage(res));
+    PQclear(res);
+    if (rc == FCGATE_EUNAVAIL)
+        return reply_text(r, 503, "db unavailable\n");
+    return reply_text(r, 500, "db error\n");
+}
+
+static int bench_pg_item(fcgate_req *r)
+{
+    long long id;
+    char idbuf[24], name[512], body[768];
+    const char *params[1] = {idbuf};
+    PGresult *res;
+
+    if (query_ll(r, "id", &id) <= 0)
+        return reply_text(r, 400, "bad id\n");
+    snprintf(idbuf, sizeof idbuf, "%lld", id);
+    int rc = fcgate_pg_query(r, &res, "SELECT name, qty FROM items WHERE id = $1", 1, params);
+    if (rc != FCGATE_OK)
+        return reply_pg_error(r, "pg-item", rc, res);
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        return reply_text(r, 404, "no such item\n");
+    }
+    json_escape(name, sizeof name, (const unsigned char *)PQgetvalue(res, 0, 0));
+    snprintf(body, sizeof body, "{\"id\":%lld,\"name\":\"%s\",\"qty\":%s}", id, name,
+             PQgetvalue(res, 0, 1));
+    PQclear(res);
+    return reply(r, 200, "application/json", body);
+}
+
+static int bench_pg_sleep(fcgate_req *r)
+{
+    long long ms = DEFAULT_SLEEP_MS;
+    char msbuf[24];
+    const char *params[1] = {msbuf};
+    PGresult *res;
+
+    if (query_ll(r, "ms", &ms) < 0 || ms < 0 || ms > MAX_SLEEP_MS)
+        return reply_text(r, 400, "bad ms\n");
+    snprintf(msbuf, sizeof msbuf, "%lld", ms);
+    int rc = fcgate_pg_query(r, &res, "SELECT pg_sleep($1::float8 / 1000)", 1, params);
+    if (rc != FCGATE_OK)
+        return reply_pg_error(r, "pg-sleep", rc, res);
+    PQclear(res);
+    return reply_text(r, 200, "ok\n");
+}
+
 static int bench_sleep(fcgate_req *r)
 {
     long long ms = DEFAULT_SLEEP_MS;
@@ -163,6 +221,10 @@ static int bench_handle(void *ctx, fcgate_req *r)
         return bench_item(r);
     if (strcmp(path, "/sleep") == 0)
         return bench_sleep(r);
+    if (strcmp(path, "/pg-item") == 0)
+        return bench_pg_item(r);
+    if (strcmp(path, "/pg-sleep") == 0)
+        return bench_pg_sleep(r);
     if (strcmp(path, "/cpu") == 0) {
         char body[16];
         snprintf(body, sizeof body, "%08x\n", cpu_work(b->cpu_iters));

@@ -1,21 +1,27 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * notes - the example JSON API over sqlite (DESIGN.md, "Example apps").
+ * notes - the example JSON API (DESIGN.md, "Example apps"), over sqlite or
+ * PostgreSQL: PostgreSQL when app.postgres is set, else app.database.
  *
  *   POST   /notes        {"text": "..."} or text=...  201, Location
  *   GET    /notes        ?limit=1..1000 (100) &offset=N, newest first
  *   GET    /notes/{id}   PUT /notes/{id} (same bodies)   DELETE /notes/{id}
  *
  * A note's text is any valid UTF-8, NUL included: it is stored with its
- * exact length and returned byte for byte. Request bodies go through a
- * strict RFC 8259 parser, so nothing is stored from a body that another
- * JSON parser would read differently (or refuse).
+ * exact length (PostgreSQL: as bytea, since its text type cannot hold a
+ * NUL) and returned byte for byte. JSON goes through jansson, in and out;
+ * the nesting depth of a body is checked before jansson sees it, because
+ * its parser recurses up to 2048 levels and a handler's stack in async
+ * mode is a coroutine's. The same HTTP answers come from either store; a
+ * database out of reach is a 503.
  *
  * Thread-safe: no mutable globals; all state lives on the stack or in heap
  * blocks owned by one request.
  */
 #include <fcgate/app.h>
 
+#include <jansson.h>
+#include <libpq-fe.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -25,11 +31,18 @@
 
 #define LIST_DEFAULT 100
 #define LIST_MAX 1000
-/* GET /notes hands rows over in chunks of about this size, so a long list
+/* GET /notes hands rows over in chunks of about this size (sqlite), or of
+ * this many rows (PostgreSQL, whose results arrive whole), so a long list
  * of big notes never has to sit in memory whole. */
 #define LIST_CHUNK (256 * 1024)
-/* Keeps the parser's recursion well inside a coroutine stack. */
+#define LIST_PG_PAGE 32
+/* Keeps jansson's recursion well inside a coroutine stack. */
 #define JSON_MAX_DEPTH 64
+
+/* The module's context: which store serves, fixed by init. */
+struct notes {
+    int pg;
+};
 
 /* ---- growable output buffer; on allocation failure it stops growing and
  * remembers, so callers check once at the end. ---- */
@@ -65,12 +78,7 @@ static void buf_add(struct buf *b, const void *s, size_t n)
     b->len += n;
 }
 
-static void buf_str(struct buf *b, const char *s)
-{
-    buf_add(b, s, strlen(s));
-}
-
-/* ---- UTF-8 and the JSON string encoder ---- */
+/* ---- UTF-8 (form bodies) ---- */
 
 /* Length of the valid UTF-8 sequence at s (RFC 3629: no overlong forms, no
  * surrogates, nothing above U+10FFFF); 0 if invalid or cut short. */
@@ -112,73 +120,6 @@ static int utf8_valid(const char *s, size_t n)
     return i == n;
 }
 
-/* The escape for byte c, which cannot go out as is. A byte >= 0x20 here
- * starts invalid UTF-8, which only a database written by something else
- * can hold: U+FFFD keeps the output valid JSON. */
-static void json_escape_byte(struct buf *b, unsigned char c)
-{
-    static const char hex[] = "0123456789abcdef", from[] = "\"\\\n\r\t\b\f", to[] = "\"\\nrtbf";
-    const char *e = memchr(from, c, sizeof from - 1);
-
-    if (e) {
-        buf_add(b, (char[]){'\\', to[e - from]}, 2);
-    } else if (c >= 0x20) {
-        buf_add(b, "\\ufffd", 6);
-    } else {
-        char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-        buf_add(b, u, 6);
-    }
-}
-
-/* s as a JSON string literal; UTF-8 passes through unescaped. */
-static void json_str(struct buf *b, const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    size_t start = 0, i = 0;
-
-    buf_add(b, "\"", 1);
-    while (i < n) {
-        size_t k = u[i] >= 0x20 && u[i] != '"' && u[i] != '\\' ? utf8_seq(u + i, n - i) : 0;
-        if (k > 0) {
-            i += k;
-            continue;
-        }
-        buf_add(b, s + start, i - start);
-        json_escape_byte(b, u[i]);
-        start = ++i;
-    }
-    buf_add(b, s + start, i - start);
-    buf_add(b, "\"", 1);
-}
-
-static void json_note(struct buf *b, long long id, const char *text, size_t len)
-{
-    char num[48]; /* {"id": + 20 digits + ,"text": */
-
-    snprintf(num, sizeof num, "{\"id\":%lld,\"text\":", id);
-    buf_str(b, num);
-    json_str(b, text, len);
-    buf_add(b, "}", 1);
-}
-
-/* ---- the request parser: a strict RFC 8259 reader that keeps only the
- * top-level "text" member and checks everything else. ---- */
-
-enum { TEXT_ABSENT, TEXT_STRING, TEXT_OTHER };
-
-struct json {
-    const unsigned char *p, *end, *start;
-    int depth;
-    const char *err; /* first error, NULL while the input is fine */
-    size_t err_at;
-    char *text; /* decoded "text"; room for the whole body, which is enough
-                 * because no escape decodes to more bytes than it takes */
-    size_t text_len, text_cap;
-    int text_kind;
-};
-
-static int json_value(struct json *j);
-
 static int hexval(int c)
 {
     if (c >= '0' && c <= '9')
@@ -187,316 +128,95 @@ static int hexval(int c)
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-static int json_fail(struct json *j, const char *msg)
+/* ---- JSON, through jansson ---- */
+
+/* Whether s nests arrays and objects at most JSON_MAX_DEPTH deep (brackets
+ * inside strings do not count). Only a bound: jansson judges the rest. */
+static int json_depth_ok(const char *s, size_t n)
 {
-    if (!j->err) {
-        j->err = msg;
-        j->err_at = (size_t)(j->p - j->start);
-    }
-    return -1;
-}
+    int depth = 0, in_str = 0;
 
-static int json_peek(const struct json *j)
-{
-    return j->p < j->end ? *j->p : -1;
-}
-
-static void json_ws(struct json *j)
-{
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
-        j->p++;
-}
-
-static int json_hex4(struct json *j, unsigned *out)
-{
-    unsigned v = 0;
-
-    if (j->end - j->p < 4)
-        return json_fail(j, "bad \\u escape");
-    for (int i = 0; i < 4; i++, j->p++) {
-        int d = hexval(*j->p);
-        if (d < 0)
-            return json_fail(j, "bad \\u escape");
-        v = v << 4 | (unsigned)d;
-    }
-    *out = v;
-    return 0;
-}
-
-/* \uXXXX at j->p (past the "\u"), with its low half if it is a high
- * surrogate; a surrogate without its partner has no UTF-8 form. */
-static int json_codepoint(struct json *j, unsigned *cp)
-{
-    unsigned lo;
-
-    if (json_hex4(j, cp) < 0)
-        return -1;
-    if (*cp >= 0xdc00 && *cp <= 0xdfff)
-        return json_fail(j, "lone surrogate");
-    if (*cp < 0xd800 || *cp > 0xdbff)
-        return 0;
-    if (j->end - j->p < 2 || j->p[0] != '\\' || j->p[1] != 'u')
-        return json_fail(j, "lone surrogate");
-    j->p += 2;
-    if (json_hex4(j, &lo) < 0)
-        return -1;
-    if (lo < 0xdc00 || lo > 0xdfff)
-        return json_fail(j, "lone surrogate");
-    *cp = 0x10000 + ((*cp - 0xd800) << 10) + (lo - 0xdc00);
-    return 0;
-}
-
-static size_t utf8_put(unsigned cp, char *o)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xc0 | cp >> 6);
-        o[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xe0 | cp >> 12);
-        o[1] = (char)(0x80 | (cp >> 6 & 0x3f));
-        o[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    o[0] = (char)(0xf0 | cp >> 18);
-    o[1] = (char)(0x80 | (cp >> 12 & 0x3f));
-    o[2] = (char)(0x80 | (cp >> 6 & 0x3f));
-    o[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
-/* The backslash escape at j->p, decoded to UTF-8 in o (4 bytes). */
-static int json_escape(struct json *j, char *o, size_t *len)
-{
-    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
-    unsigned cp;
-    int c;
-
-    j->p++;
-    c = json_peek(j);
-    if (c < 0)
-        return json_fail(j, "unterminated string");
-    j->p++;
-    for (size_t i = 0; i < sizeof from - 1; i++) {
-        if (c == from[i]) {
-            o[0] = to[i];
-            *len = 1;
-            return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '[' || c == '{') {
+            if (++depth > JSON_MAX_DEPTH)
+                return 0;
+        } else if (c == ']' || c == '}') {
+            depth--;
         }
     }
-    if (c != 'u') {
-        j->p--;
-        return json_fail(j, "bad escape");
+    return 1;
+}
+
+/* Appends v, compact, to b and releases v (NULL: out of memory). */
+static void buf_json(struct buf *b, json_t *v)
+{
+    size_t n = v ? json_dumpb(v, NULL, 0, JSON_COMPACT) : 0;
+
+    if (n == 0) {
+        b->oom = 1;
+    } else {
+        char *tmp = malloc(n);
+        if (tmp && json_dumpb(v, tmp, n, JSON_COMPACT) == n)
+            buf_add(b, tmp, n);
+        else
+            b->oom = 1;
+        free(tmp);
     }
-    if (json_codepoint(j, &cp) < 0)
-        return -1;
-    *len = utf8_put(cp, o);
-    return 0;
+    json_decref(v);
 }
 
-/* The string at j->p, decoded into out while it fits in cap bytes (out may
- * be NULL); *len is the full decoded length either way. */
-static int json_string(struct json *j, char *out, size_t cap, size_t *len)
+/* A stored text that is not valid UTF-8 (only a database written by
+ * something else can hold one) goes out as U+FFFD, keeping the answer
+ * valid JSON. */
+static void json_note(struct buf *b, long long id, const char *text, size_t len)
 {
-    char esc[4];
-    const char *src;
-    size_t n = 0, k;
+    json_t *t = json_stringn(text, len);
 
-    j->p++;
-    for (;;) {
-        int c = json_peek(j);
-        if (c < 0)
-            return json_fail(j, "unterminated string");
-        if (c == '"')
-            break;
-        if (c < 0x20)
-            return json_fail(j, "control character in string");
-        if (c == '\\') {
-            if (json_escape(j, esc, &k) < 0)
-                return -1;
-            src = esc;
-        } else {
-            k = utf8_seq(j->p, (size_t)(j->end - j->p));
-            if (k == 0)
-                return json_fail(j, "invalid UTF-8");
-            src = (const char *)j->p;
-            j->p += k;
-        }
-        if (out && n <= cap && k <= cap - n)
-            memcpy(out + n, src, k);
-        n += k;
-    }
-    j->p++;
-    *len = n;
-    return 0;
-}
-
-static size_t json_digits(struct json *j)
-{
-    const unsigned char *p = j->p;
-
-    while (j->p < j->end && *j->p >= '0' && *j->p <= '9')
-        j->p++;
-    return (size_t)(j->p - p);
-}
-
-static int json_number(struct json *j)
-{
-    if (json_peek(j) == '-')
-        j->p++;
-    if (json_peek(j) == '0')
-        j->p++;
-    else if (json_peek(j) < '1' || json_peek(j) > '9' || !json_digits(j))
-        return json_fail(j, "bad number");
-    if (json_peek(j) == '.') {
-        j->p++;
-        if (!json_digits(j))
-            return json_fail(j, "bad number");
-    }
-    if (json_peek(j) == 'e' || json_peek(j) == 'E') {
-        j->p++;
-        if (json_peek(j) == '+' || json_peek(j) == '-')
-            j->p++;
-        if (!json_digits(j))
-            return json_fail(j, "bad number");
-    }
-    return 0;
-}
-
-static int json_literal(struct json *j, const char *word)
-{
-    size_t n = strlen(word);
-
-    if ((size_t)(j->end - j->p) < n || memcmp(j->p, word, n) != 0)
-        return json_fail(j, "unexpected character");
-    j->p += n;
-    return 0;
-}
-
-/* A member's value; `text` marks the top-level "text" member, the last of
- * which wins, as with JSON.parse and Python's json. */
-static int json_member(struct json *j, int text)
-{
-    if (!text)
-        return json_value(j);
-    if (json_peek(j) != '"') {
-        j->text_kind = TEXT_OTHER;
-        return json_value(j);
-    }
-    j->text_kind = TEXT_STRING;
-    return json_string(j, j->text, j->text_cap, &j->text_len);
-}
-
-/* The members of a non-empty object, up to its closing brace. */
-static int json_members(struct json *j, int top)
-{
-    char key[8];
-    size_t klen;
-
-    for (;;) {
-        if (json_peek(j) != '"')
-            return json_fail(j, "expected a string key");
-        if (json_string(j, key, sizeof key, &klen) < 0)
-            return -1;
-        json_ws(j);
-        if (json_peek(j) != ':')
-            return json_fail(j, "expected ':'");
-        j->p++;
-        json_ws(j);
-        if (json_member(j, top && klen == 4 && memcmp(key, "text", 4) == 0) < 0)
-            return -1;
-        json_ws(j);
-        if (json_peek(j) != ',')
-            return 0;
-        j->p++;
-        json_ws(j);
-    }
-}
-
-static int json_elements(struct json *j)
-{
-    for (;;) {
-        if (json_value(j) < 0)
-            return -1;
-        json_ws(j);
-        if (json_peek(j) != ',')
-            return 0;
-        j->p++;
-        json_ws(j);
-    }
-}
-
-/* An object or array at j->p; top marks the request object itself. */
-static int json_container(struct json *j, int top)
-{
-    int closer = *j->p == '{' ? '}' : ']';
-
-    if (++j->depth > JSON_MAX_DEPTH)
-        return json_fail(j, "nested too deeply");
-    j->p++;
-    json_ws(j);
-    if (json_peek(j) != closer && (closer == '}' ? json_members(j, top) : json_elements(j)) < 0)
-        return -1;
-    if (json_peek(j) != closer)
-        return json_fail(j, closer == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
-    j->p++;
-    j->depth--;
-    return 0;
-}
-
-static int json_value(struct json *j)
-{
-    size_t n;
-    int c = json_peek(j);
-
-    switch (c) {
-    case '{':
-    case '[':
-        return json_container(j, 0);
-    case '"':
-        return json_string(j, NULL, 0, &n);
-    case 't':
-        return json_literal(j, "true");
-    case 'f':
-        return json_literal(j, "false");
-    case 'n':
-        return json_literal(j, "null");
-    case -1:
-        return json_fail(j, "unexpected end");
-    default:
-        if (c == '-' || (c >= '0' && c <= '9'))
-            return json_number(j);
-        return json_fail(j, "unexpected character");
-    }
+    if (!t && !utf8_valid(text, len))
+        t = json_string("\xef\xbf\xbd");
+    buf_json(b, t ? json_pack("{s:I,s:o}", "id", (json_int_t)id, "text", t) : NULL);
 }
 
 /* "text" from a JSON body into out (len bytes of room). 0, or -1 with a
- * message for the client in msg. */
+ * message for the client in msg. A repeated "text" member: the last wins,
+ * as with JSON.parse and Python's json. */
 static int json_text(const char *body, size_t len, char *out, size_t *outlen, char *msg,
                      size_t msglen)
 {
-    struct json j = {.p = (const unsigned char *)body, .text = out, .text_cap = len};
+    json_error_t err;
+    json_t *doc, *text;
 
-    j.start = j.p;
-    j.end = j.p + len;
-    json_ws(&j);
-    if (json_peek(&j) != '{')
-        json_fail(&j, json_peek(&j) < 0 ? "empty body" : "expected an object");
-    else if (json_container(&j, 1) == 0)
-        json_ws(&j);
-    if (!j.err && j.p != j.end)
-        json_fail(&j, "trailing characters");
-    if (j.err)
-        snprintf(msg, msglen, "invalid JSON: %s at byte %zu", j.err, j.err_at);
-    else if (j.text_kind != TEXT_STRING)
-        snprintf(msg, msglen, "%s", j.text_kind ? "text must be a string" : "missing text");
-    *outlen = j.text_len;
-    return j.err || j.text_kind != TEXT_STRING ? -1 : 0;
+    if (!json_depth_ok(body, len)) {
+        snprintf(msg, msglen, "invalid JSON: nested deeper than %d", JSON_MAX_DEPTH);
+        return -1;
+    }
+    doc = json_loadb(body, len, JSON_ALLOW_NUL, &err);
+    if (!doc) {
+        snprintf(msg, msglen, "invalid JSON: %.60s at byte %d", err.text, err.position);
+        return -1;
+    }
+    text = json_is_object(doc) ? json_object_get(doc, "text") : NULL;
+    if (!json_is_string(text)) {
+        snprintf(msg, msglen, "%s",
+                 !json_is_object(doc) ? "expected an object"
+                 : text               ? "text must be a string"
+                                      : "missing text");
+        json_decref(doc);
+        return -1;
+    }
+    /* Never longer than the body: no escape decodes to more bytes. */
+    *outlen = json_string_length(text);
+    memcpy(out, json_string_value(text), *outlen);
+    json_decref(doc);
+    return 0;
 }
 
 /* ---- form bodies ---- */
@@ -576,9 +296,7 @@ static int reply_error(fcgate_req *r, int status, const char *msg)
 {
     struct buf b = {0};
 
-    buf_str(&b, "{\"error\":");
-    json_str(&b, msg, strlen(msg));
-    buf_add(&b, "}", 1);
+    buf_json(&b, json_pack("{s:s}", "error", msg));
     return send_json(r, status, &b);
 }
 
@@ -596,10 +314,13 @@ static int reply_note(fcgate_req *r, int status, long long id, const char *text,
     return send_json(r, status, &b);
 }
 
-/* Logs a failed fcgate_db call once, here, and answers 500. */
+/* Logs a failed database call once, here, and answers 500, or 503 when
+ * the database is out of reach (a server restarting: try again). */
 static int reply_db_failed(fcgate_req *r, int rc, const char *err)
 {
     fcgate_log(r, FCGATE_LOG_ERROR, "database: %s", *err ? err : fcgate_strerror(rc));
+    if (rc == FCGATE_EUNAVAIL)
+        return reply_error(r, 503, "database unavailable");
     return reply_error(r, 500, rc == FCGATE_ENOMEM ? "out of memory" : "database error");
 }
 
@@ -655,7 +376,7 @@ struct job {
     char *text; /* heap, owned */
     size_t len;
     int found;
-    char err[160]; /* sqlite's message, logged by the request's thread */
+    char err[160]; /* the database's message, logged by the request's thread */
 };
 
 /* The text of a POST or PUT body into j: 0, or the status to answer with
@@ -800,17 +521,19 @@ struct list {
     char err[160];
 };
 
-static void list_row(sqlite3_stmt *st, struct list *l)
+static void list_add(struct list *l, long long id, const char *t, size_t n)
 {
-    long long id = sqlite3_column_int64(st, 0);
-    const char *t = (const char *)sqlite3_column_text(st, 1);
-    size_t n = (size_t)sqlite3_column_bytes(st, 1);
-
     if (l->next_left < l->limit)
         buf_add(&l->out, ",", 1);
     json_note(&l->out, id, t ? t : "", n);
     l->next_before = id;
     l->next_left--;
+}
+
+static void list_row(sqlite3_stmt *st, struct list *l)
+{
+    list_add(l, sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
+             (size_t)sqlite3_column_bytes(st, 1));
 }
 
 static int list_fn(sqlite3 *db, void *arg)
@@ -846,9 +569,179 @@ static int list_fn(sqlite3 *db, void *arg)
     return rc == FCGATE_OK && l->out.oom ? FCGATE_ENOMEM : rc;
 }
 
+/* ---- PostgreSQL: the same statements, run from the request itself
+ * (fcgate_pg_query waits as the mode waits). ---- */
+
+static int pg_failed(PGresult *res, int rc, char *err, size_t len)
+{
+    if (res)
+        snprintf(err, len, "%.*s", (int)strcspn(PQresultErrorMessage(res), "\n"),
+                 PQresultErrorMessage(res));
+    PQclear(res);
+    return rc;
+}
+
+/* bytea in text form: "\x" and two hex digits a byte, so any text, NUL
+ * included, goes through libpq's text parameters exactly. */
+static char *pg_bytea(const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *out = n <= (SIZE_MAX - 3) / 2 ? malloc(2 * n + 3) : NULL;
+
+    if (!out)
+        return NULL;
+    out[0] = '\\';
+    out[1] = 'x';
+    for (size_t i = 0; i < n; i++) {
+        out[2 + 2 * i] = hex[(unsigned char)s[i] >> 4];
+        out[3 + 2 * i] = hex[(unsigned char)s[i] & 15];
+    }
+    out[2 * n + 2] = '\0';
+    return out;
+}
+
+/* A bytea column's value, decoded into a malloc'ed copy. */
+static int pg_text(PGresult *res, int row, int col, char **out, size_t *len)
+{
+    unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(res, row, col), len);
+
+    *out = raw ? malloc(*len + 1) : NULL;
+    if (*out && *len)
+        memcpy(*out, raw, *len);
+    PQfreemem(raw);
+    return *out ? FCGATE_OK : FCGATE_ENOMEM;
+}
+
+/* A statement with the note's text and/or id as parameters. */
+static int pg_job(fcgate_req *r, struct job *j, const char *sql, int with_text, PGresult **res)
+{
+    char id[24], *text = NULL;
+    const char *params[2];
+    int n = 0, rc;
+
+    if (with_text) {
+        if (!(text = pg_bytea(j->text, j->len)))
+            return FCGATE_ENOMEM;
+        params[n++] = text;
+    }
+    snprintf(id, sizeof id, "%lld", j->id);
+    if (strstr(sql, with_text ? "$2" : "$1"))
+        params[n++] = id;
+    rc = fcgate_pg_query(r, res, sql, n, params);
+    free(text);
+    return rc;
+}
+
+static int pg_insert(fcgate_req *r, struct job *j)
+{
+    PGresult *res;
+    int rc = pg_job(r, j, "INSERT INTO notes(text) VALUES ($1) RETURNING id", 1, &res);
+
+    if (rc != FCGATE_OK)
+        return pg_failed(res, rc, j->err, sizeof j->err);
+    j->id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return FCGATE_OK;
+}
+
+/* UPDATE or DELETE: found when it touched a row. */
+static int pg_change(fcgate_req *r, struct job *j, const char *sql, int with_text)
+{
+    PGresult *res;
+    int rc = pg_job(r, j, sql, with_text, &res);
+
+    if (rc != FCGATE_OK)
+        return pg_failed(res, rc, j->err, sizeof j->err);
+    j->found = strcmp(PQcmdTuples(res), "0") != 0;
+    PQclear(res);
+    return FCGATE_OK;
+}
+
+static int pg_get(fcgate_req *r, struct job *j)
+{
+    PGresult *res;
+    int rc = pg_job(r, j, "SELECT text FROM notes WHERE id = $1", 0, &res);
+
+    if (rc != FCGATE_OK)
+        return pg_failed(res, rc, j->err, sizeof j->err);
+    j->found = PQntuples(res) > 0;
+    if (j->found)
+        rc = pg_text(res, 0, 0, &j->text, &j->len);
+    PQclear(res);
+    return rc;
+}
+
+/* One page of GET /notes, as list_fn's chunks (keyset after the first). */
+static int pg_list(fcgate_req *r, struct list *l)
+{
+    int first = l->left == l->limit;
+    long long page = l->left < LIST_PG_PAGE ? l->left : LIST_PG_PAGE;
+    char a[24], b[24];
+    const char *params[2] = {a, b};
+    PGresult *res;
+
+    l->out.len = 0;
+    l->next_left = l->left;
+    l->next_before = l->before;
+    snprintf(a, sizeof a, "%lld", first ? l->offset : l->before);
+    snprintf(b, sizeof b, "%lld", page);
+    int rc = fcgate_pg_query(
+        r, &res,
+        first ? "SELECT id, text FROM notes ORDER BY id DESC LIMIT $2 OFFSET $1"
+              : "SELECT id, text FROM notes WHERE id < $1 ORDER BY id DESC LIMIT $2",
+        2, params);
+    if (rc != FCGATE_OK)
+        return pg_failed(res, rc, l->err, sizeof l->err);
+    if (first)
+        buf_add(&l->out, "[", 1);
+    for (int i = 0; i < PQntuples(res) && rc == FCGATE_OK; i++) {
+        char *t;
+        size_t n;
+        if ((rc = pg_text(res, i, 1, &t, &n)) == FCGATE_OK)
+            list_add(l, strtoll(PQgetvalue(res, i, 0), NULL, 10), t, n);
+        free(t);
+    }
+    l->more = rc == FCGATE_OK && PQntuples(res) == page && l->next_left > 0;
+    PQclear(res);
+    if (!l->more)
+        buf_add(&l->out, "]", 1);
+    return rc == FCGATE_OK && l->out.oom ? FCGATE_ENOMEM : rc;
+}
+
+/* ---- the store: one call per operation, whichever database serves ---- */
+
+static int store_insert(fcgate_req *r, const struct notes *n, struct job *j)
+{
+    return n->pg ? pg_insert(r, j) : fcgate_db(r, insert_fn, j);
+}
+
+static int store_update(fcgate_req *r, const struct notes *n, struct job *j)
+{
+    return n->pg ? pg_change(r, j, "UPDATE notes SET text = $1 WHERE id = $2", 1)
+                 : fcgate_db(r, update_fn, j);
+}
+
+static int store_delete(fcgate_req *r, const struct notes *n, struct job *j)
+{
+    return n->pg ? pg_change(r, j, "DELETE FROM notes WHERE id = $1", 0)
+                 : fcgate_db(r, delete_fn, j);
+}
+
+static int store_get(fcgate_req *r, const struct notes *n, struct job *j)
+{
+    free(j->text);
+    j->text = NULL;
+    return n->pg ? pg_get(r, j) : fcgate_db(r, get_fn, j);
+}
+
+static int store_list(fcgate_req *r, const struct notes *n, struct list *l)
+{
+    return n->pg ? pg_list(r, l) : fcgate_db(r, list_fn, l);
+}
+
 /* ---- handlers ---- */
 
-static int list_notes(fcgate_req *r)
+static int list_notes(fcgate_req *r, const struct notes *n)
 {
     struct list l = {.limit = LIST_DEFAULT};
     int rc;
@@ -859,7 +752,7 @@ static int list_notes(fcgate_req *r)
         return reply_error(r, 400, "offset must be a non-negative integer");
     l.left = l.limit;
     for (int first = 1;; first = 0) {
-        rc = fcgate_db(r, list_fn, &l);
+        rc = store_list(r, n, &l);
         if (rc != FCGATE_OK && first) {
             free(l.out.p);
             return reply_db_failed(r, rc, l.err);
@@ -882,7 +775,7 @@ static int list_notes(fcgate_req *r)
     return rc;
 }
 
-static int create_note(fcgate_req *r)
+static int create_note(fcgate_req *r, const struct notes *n)
 {
     struct job j = {0};
     char loc[40], msg[96];
@@ -892,7 +785,7 @@ static int create_note(fcgate_req *r)
         reply_error(r, rc, msg);
         goto out;
     }
-    rc = fcgate_db(r, insert_fn, &j);
+    rc = store_insert(r, n, &j);
     if (rc != FCGATE_OK) {
         reply_db_failed(r, rc, j.err);
         goto out;
@@ -905,10 +798,10 @@ out:
     return 0;
 }
 
-static int get_note(fcgate_req *r, long long id)
+static int get_note(fcgate_req *r, const struct notes *n, long long id)
 {
     struct job j = {.id = id};
-    int rc = fcgate_db(r, get_fn, &j);
+    int rc = store_get(r, n, &j);
 
     if (rc != FCGATE_OK)
         reply_db_failed(r, rc, j.err);
@@ -920,7 +813,7 @@ static int get_note(fcgate_req *r, long long id)
     return 0;
 }
 
-static int put_note(fcgate_req *r, long long id)
+static int put_note(fcgate_req *r, const struct notes *n, long long id)
 {
     struct job j = {.id = id};
     char msg[96];
@@ -930,7 +823,7 @@ static int put_note(fcgate_req *r, long long id)
         reply_error(r, rc, msg);
         goto out;
     }
-    rc = fcgate_db(r, update_fn, &j);
+    rc = store_update(r, n, &j);
     if (rc != FCGATE_OK)
         reply_db_failed(r, rc, j.err);
     else if (!j.found)
@@ -942,10 +835,10 @@ out:
     return 0;
 }
 
-static int delete_note(fcgate_req *r, long long id)
+static int delete_note(fcgate_req *r, const struct notes *n, long long id)
 {
     struct job j = {.id = id};
-    int rc = fcgate_db(r, delete_fn, &j);
+    int rc = store_delete(r, n, &j);
 
     if (rc != FCGATE_OK)
         return reply_db_failed(r, rc, j.err);
@@ -955,16 +848,16 @@ static int delete_note(fcgate_req *r, long long id)
     return 0;
 }
 
-static int notes_collection(fcgate_req *r, const char *method)
+static int notes_collection(fcgate_req *r, const struct notes *n, const char *method)
 {
     if (strcmp(method, "GET") == 0)
-        return list_notes(r);
+        return list_notes(r, n);
     if (strcmp(method, "POST") == 0)
-        return create_note(r);
+        return create_note(r, n);
     return reply_405(r, "GET, POST");
 }
 
-static int notes_item(fcgate_req *r, const char *method, const char *sid)
+static int notes_item(fcgate_req *r, const struct notes *n, const char *method, const char *sid)
 {
     int get = strcmp(method, "GET") == 0, put = strcmp(method, "PUT") == 0;
     long long id;
@@ -974,19 +867,19 @@ static int notes_item(fcgate_req *r, const char *method, const char *sid)
     if (parse_int(sid, 1, LLONG_MAX, &id) < 0)
         return reply_error(r, 400, "bad id");
     if (get)
-        return get_note(r, id);
-    return put ? put_note(r, id) : delete_note(r, id);
+        return get_note(r, n, id);
+    return put ? put_note(r, n, id) : delete_note(r, n, id);
 }
 
 static int notes_handle(void *ctx, fcgate_req *r)
 {
+    const struct notes *n = ctx;
     const char *path = fcgate_path(r), *method = fcgate_method(r);
 
-    (void)ctx;
     if (strcmp(path, "/notes") == 0)
-        return notes_collection(r, method);
+        return notes_collection(r, n, method);
     if (strncmp(path, "/notes/", 7) == 0 && !strchr(path + 7, '/'))
-        return notes_item(r, method, path + 7);
+        return notes_item(r, n, method, path + 7);
     return reply_error(r, 404, "not found");
 }
 
@@ -1005,15 +898,52 @@ static int notes_schema(sqlite3 *db, void *arg)
     return FCGATE_EDB;
 }
 
+/* Every worker runs init at once: the advisory lock makes the check and
+ * the creation one step (CREATE TABLE IF NOT EXISTS alone races). */
+static int notes_pg_schema(fcgate_pg *tx, void *arg)
+{
+    PGresult *res;
+    int rc = fcgate_pg_exec(tx, &res, "SELECT pg_advisory_xact_lock(1852798067)", 0, NULL);
+
+    if (rc == FCGATE_OK) {
+        PQclear(res);
+        rc = fcgate_pg_exec(tx, &res,
+                            "CREATE TABLE IF NOT EXISTS notes(id bigserial PRIMARY KEY, "
+                            "text bytea NOT NULL)",
+                            0, NULL);
+    }
+    if (rc != FCGATE_OK)
+        fcgate_log(NULL, FCGATE_LOG_ERROR, "creating the notes table: %s",
+                   res ? PQresultErrorMessage(res) : fcgate_strerror(rc));
+    PQclear(res);
+    (void)arg;
+    return rc;
+}
+
 static int notes_init(const fcgate_host *h, void **ctx)
 {
-    int rc = fcgate_host_db(h, notes_schema, NULL);
+    struct notes *n = calloc(1, sizeof *n);
+    int rc;
 
-    *ctx = NULL;
+    if (!n)
+        return -1;
+    n->pg = fcgate_pg_configured(h);
+    rc = n->pg ? fcgate_host_pg(h, notes_pg_schema, NULL) : fcgate_host_db(h, notes_schema, NULL);
     if (rc == FCGATE_EINVAL)
-        fcgate_log(NULL, FCGATE_LOG_ERROR, "notes needs a database (app.database, --database)");
-    return rc == FCGATE_OK ? 0 : -1;
+        fcgate_log(NULL, FCGATE_LOG_ERROR,
+                   "notes needs a database (app.postgres, or app.database / --database)");
+    if (rc != FCGATE_OK) {
+        free(n);
+        return -1;
+    }
+    *ctx = n;
+    return 0;
+}
+
+static void notes_fini(void *ctx)
+{
+    free(ctx);
 }
 
 FCGATE_APP(.name = "notes", .flags = FCGATE_APP_THREADSAFE, .init = notes_init,
-           .handle = notes_handle);
+           .handle = notes_handle, .fini = notes_fini);

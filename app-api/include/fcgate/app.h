@@ -13,9 +13,9 @@
  *   threads  several requests at once per process, one per thread: a
  *            module must set FCGATE_APP_THREADSAFE to be loaded in it;
  *   async    many requests per process on one event-loop thread, each in
- *            its own coroutine: fcgate_db, fcgate_sleep and fcgate_wait_fd
- *            yield instead of blocking, so a handler must wait only
- *            through them. A coroutine's stack is stack_size bytes
+ *            its own coroutine: fcgate_db, fcgate_pg_*, fcgate_sleep and
+ *            fcgate_wait_fd yield instead of blocking, so a handler must
+ *            wait only through them. A coroutine's stack is stack_size bytes
  *            (default 256 KiB, at least 32 KiB); fcgate's own frames
  *            take under 8 KiB of it, so a handler always has at least
  *            24 KiB: keep larger buffers on the heap. Overflowing it
@@ -41,10 +41,13 @@ extern "C" {
 /* Same typedefs as <sqlite3.h>; repeating a typedef is valid C11. */
 typedef struct sqlite3 sqlite3;
 typedef struct sqlite3_stmt sqlite3_stmt;
+/* The same for <libpq-fe.h>: results are libpq's own, read with its
+ * accessors (PQntuples, PQgetvalue, ...) and freed with PQclear. */
+typedef struct pg_result PGresult;
 
 #define FCGATE_APP_MAGIC 0x54474346u /* "FCGT" little-endian */
 #define FCGATE_ABI_MAJOR 1           /* bumped on any incompatible change */
-#define FCGATE_ABI_MINOR 0           /* bumped when functions are added */
+#define FCGATE_ABI_MINOR 1           /* bumped when functions are added (1: PostgreSQL) */
 
 typedef struct fcgate_req fcgate_req;   /* one request; valid until handle() returns */
 typedef struct fcgate_host fcgate_host; /* the worker's runtime; valid from init to fini */
@@ -58,6 +61,8 @@ enum fcgate_status {
     FCGATE_EDB = -5,       /* database error (details in the error log) */
     FCGATE_ETIMEDOUT = -6, /* a wait ran out of time */
     FCGATE_ECLOSED = -7,   /* the client went away; stop working on the request */
+    FCGATE_EUNAVAIL = -8,  /* ABI 1.1: the database cannot be reached now (connection failed
+                              or lost, no free connection in time); try again later: 503 */
 };
 
 /* Levels for fcgate_log, in syslog order. */
@@ -176,6 +181,61 @@ const char *fcgate_setting(const fcgate_host *h, const char *name);
 /* Like fcgate_db, for init(): creates the schema, warms caches. Runs on the
  * calling thread's connection. */
 int fcgate_host_db(const fcgate_host *h, int (*fn)(sqlite3 *db, void *arg), void *arg);
+
+/* ---- PostgreSQL (ABI 1.1). app.postgres names the server; each worker
+ * keeps its own connections (never shared across fork). In sync and
+ * threads mode each serving thread has its own connection; in async mode
+ * the worker's requests share app.postgres_pool connections, driven
+ * non-blocking by the event loop (a query is one more socket it waits
+ * on), and a request waits for a free one up to
+ * app.postgres_pool_timeout. In every mode a query is bounded by the
+ * request's `timeout` (without one, by io_timeout): past it the query is
+ * cancelled on the server (PQcancel), the connection cleaned before its
+ * next use, and the request answered 504. A connection found broken
+ * (server restart, network cut) is dropped and replaced on next use;
+ * the request that hit it gets FCGATE_EUNAVAIL.
+ *
+ * Parameters are text ($1, $2, ...; NULL for SQL NULL), results text.
+ * With app.postgres_prepare (the default) each SQL text is prepared once
+ * per connection and run as a prepared statement after; turn it off
+ * behind pgbouncer's transaction pooling.
+ *
+ * *res (when res is not NULL) receives the result whenever the server
+ * sent one, an error included (PQresultErrorField(*res, PG_DIAG_SQLSTATE)
+ * tells a unique violation from the rest); the caller PQclear()s it.
+ * It is NULL otherwise. Returns FCGATE_OK (PGRES_COMMAND_OK or
+ * PGRES_TUPLES_OK), FCGATE_EDB (the statement failed: logged at debug
+ * level only, the app decides), FCGATE_EUNAVAIL, FCGATE_ETIMEDOUT,
+ * FCGATE_ENOMEM, or FCGATE_EINVAL when app.postgres is not set (logged). */
+
+/* A connection pinned to one transaction; valid inside its callback. */
+typedef struct fcgate_pg fcgate_pg;
+
+/* 1 if app.postgres is set, so the module may pick its store by config. */
+int fcgate_pg_configured(const fcgate_host *h);
+
+/* One statement on a connection of the pool, outside any transaction
+ * (it commits on its own). */
+int fcgate_pg_query(fcgate_req *r, PGresult **res, const char *sql, int nparams,
+                    const char *const *params);
+
+/* BEGIN, fn(tx, arg), then COMMIT when fn returns FCGATE_OK, else
+ * ROLLBACK; every fcgate_pg_exec(tx, ...) inside runs on the same
+ * connection. fn runs on the request's thread and may use the request;
+ * it must not keep tx. Returns fn's failure, or FCGATE_EDB when COMMIT
+ * failed (a serialization failure: the whole call may be retried). A
+ * request over `timeout` inside it is rolled back. */
+int fcgate_pg_transaction(fcgate_req *r, int (*fn)(fcgate_pg *tx, void *arg), void *arg);
+
+/* One statement inside fcgate_pg_transaction's or fcgate_host_pg's
+ * callback. After a failure the transaction is aborted on the server:
+ * return the failure from fn. */
+int fcgate_pg_exec(fcgate_pg *tx, PGresult **res, const char *sql, int nparams,
+                   const char *const *params);
+
+/* fcgate_pg_transaction for init(): creates the schema (take an advisory
+ * lock first: every worker runs init). Blocks, bounded by io_timeout. */
+int fcgate_host_pg(const fcgate_host *h, int (*fn)(fcgate_pg *tx, void *arg), void *arg);
 
 /* ---- the module ---- */
 

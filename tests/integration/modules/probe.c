@@ -6,8 +6,10 @@
  */
 #include <errno.h>
 #include <fcgate/app.h>
+#include <libpq-fe.h>
 #include <poll.h>
 #include <stdatomic.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +142,78 @@ static int grow(fcgate_req *r)
     return fcgate_printf(r, "grown %ld %d\n", total, (int)getpid());
 }
 
+/* PostgreSQL: a failure as JSON, 503 when the server is out of reach. */
+static int pg_error(fcgate_req *r, int rc, PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    fcgate_set_status(r, rc == FCGATE_EUNAVAIL ? 503 : 500);
+    fcgate_add_header(r, "Content-Type", "application/json");
+    fcgate_printf(r, "{\"error\": \"%s\", \"sqlstate\": \"%s\"}\n", fcgate_strerror(rc),
+                  state ? state : "");
+    PQclear(res);
+    return FCGATE_OK;
+}
+
+struct pg_tx {
+    fcgate_req *r;
+    char v[64], ms[24];
+    int fail;
+};
+
+/* Inserts v, then optionally waits on the server and/or fails: commit,
+ * rollback, and rollback at the request's timeout. */
+static int pg_tx_fn(fcgate_pg *tx, void *arg)
+{
+    struct pg_tx *t = arg;
+    const char *v[1] = {t->v}, *ms[1] = {t->ms};
+    PGresult *res;
+    int rc = fcgate_pg_exec(tx, &res, "INSERT INTO probe_rows(v) VALUES ($1)", 1, v);
+    PQclear(res);
+    if (rc == FCGATE_OK && strcmp(t->ms, "0") != 0) {
+        rc = fcgate_pg_exec(tx, &res, "SELECT pg_sleep($1::float8 / 1000)", 1, ms);
+        PQclear(res);
+    }
+    if (rc == FCGATE_OK && t->fail) {
+        rc = fcgate_pg_exec(tx, &res, "SELECT 1/0", 0, NULL); /* an SQL error inside */
+        PQclear(res);
+    }
+    return rc;
+}
+
+static int pg_tx(fcgate_req *r)
+{
+    struct pg_tx t = {.r = r, .fail = (int)query_long(r, "fail", 0)};
+    if (fcgate_query_value(r, "v", t.v, sizeof(t.v)) < 0)
+        return text(r, 400, "v?\n");
+    snprintf(t.ms, sizeof(t.ms), "%ld", query_long(r, "ms", 0));
+    int rc = fcgate_pg_transaction(r, pg_tx_fn, &t);
+    if (rc != FCGATE_OK)
+        return pg_error(r, rc, NULL);
+    return text(r, 200, "committed\n");
+}
+
+/* The rows with v, as a number; ?sql= runs that statement instead (no
+ * parameters) and answers its first value. */
+static int pg_get(fcgate_req *r)
+{
+    char v[64], sql[256];
+    const char *params[1] = {v};
+    PGresult *res;
+    int rc;
+    if (fcgate_query_value(r, "sql", sql, sizeof(sql)) >= 0)
+        rc = fcgate_pg_query(r, &res, sql, 0, NULL);
+    else if (fcgate_query_value(r, "v", v, sizeof(v)) >= 0)
+        rc = fcgate_pg_query(r, &res, "SELECT count(*) FROM probe_rows WHERE v = $1", 1, params);
+    else
+        return text(r, 400, "v or sql?\n");
+    if (rc != FCGATE_OK)
+        return pg_error(r, rc, res);
+    fcgate_add_header(r, "Content-Type", "text/plain");
+    rc = fcgate_printf(r, "%s\n", PQntuples(res) > 0 ? PQgetvalue(res, 0, 0) : "");
+    PQclear(res);
+    return rc;
+}
+
 static int handle(void *ctx, fcgate_req *r)
 {
     (void)ctx;
@@ -181,6 +255,11 @@ static int handle(void *ctx, fcgate_req *r)
         return stream(r);
     if (strcmp(path, "/grow") == 0)
         return grow(r);
+
+    if (strcmp(path, "/pg-tx") == 0)
+        return pg_tx(r);
+    if (strcmp(path, "/pg") == 0)
+        return pg_get(r);
     if (strcmp(path, "/pid") == 0) {
         fcgate_add_header(r, "Content-Type", "text/plain");
         return fcgate_printf(r, "%d\n", (int)getpid());
