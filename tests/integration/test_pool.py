@@ -3,7 +3,8 @@
 load loop that counts failures: pm = "dynamic" grows with a ramp of
 clients and shrinks back to min_workers after idle_timeout; pm =
 "ondemand" goes to no worker at all and serves the next request (also on
-a kept-alive connection it held meanwhile); queue_timeout answers the
+a kept-alive connection it held meanwhile); a dynamic pool refills to
+min_workers after a crash and across a reload; queue_timeout answers the
 requests that waited in a stopped pool 503 at once and fresh ones 200;
 max_memory replaces a worker whose memory grows, with no failed
 request."""
@@ -162,6 +163,26 @@ class PoolTest(harness.TestCase):
         doc = self.status_json()
         self.assertEqual((doc["min_workers"], doc["max_workers"]), (1, 1))
         self.assertEqual(doc["retirements"]["bound"], 1, doc)
+        self.assertEqual(harness.http_request(self.ngx.port, "GET", "/hello").status, 200)
+
+    def test_dynamic_refills_to_min_workers_after_a_crash_and_a_reload(self):
+        self.start(pm="dynamic", min_workers=2, max_workers=4)
+        self.assertTrue(harness.wait_until(lambda: len(self.serving()) == 2, 10))
+        self.allow_sanitizer_reports = True  # the crash below, in sanitizer builds
+        r = harness.http_request(self.ngx.port, "GET", "/segv")
+        self.assertEqual(r.status, 502)
+        self.assertTrue(self.fc.wait_log(r"while serving GET /segv; respawning"))
+        self.assertTrue(harness.wait_until(lambda: len(self.serving()) == 2, 10),
+                        self.status_json())
+        # A reload starts min_workers of the new generation, then retires
+        # the old ones; the pool keeps its bounds.
+        os.kill(self.fc.pid, signal.SIGHUP)
+        self.assertTrue(harness.wait_until(
+            lambda: {(w["generation"], w["state"]) for w in self.status_json()["workers"]}
+            == {(2, "idle")} and len(self.serving()) == 2, 10), self.status_json())
+        doc = self.status_json()
+        self.assertEqual((doc["min_workers"], doc["max_workers"]), (2, 4))
+        self.assertEqual(doc["restarts"]["crash"], 1, doc)
         self.assertEqual(harness.http_request(self.ngx.port, "GET", "/hello").status, 200)
 
     # ----------------------------------------------------------- ondemand
