@@ -3,7 +3,8 @@
 load loop that counts failures: pm = "dynamic" grows with a ramp of
 clients and shrinks back to min_workers after idle_timeout; pm =
 "ondemand" goes to no worker at all and serves the next request (also on
-a kept-alive connection it held meanwhile); a dynamic pool refills to
+a kept-alive connection it held meanwhile, and across an upgrade); a
+dynamic pool refills to
 min_workers after a crash and across a reload; queue_timeout answers the
 requests that waited in a stopped pool 503 at once and fresh ones 200;
 max_memory replaces a worker whose memory grows, with no failed
@@ -224,6 +225,26 @@ class PoolTest(harness.TestCase):
             # the supervisor: the next POST goes on it, not on a new one.
             self.assertEqual(len(harness.unix_connections(self.fc.sock_path)), 1)
         self.assertNotIn("upstream prematurely closed", self.ngx.log())
+
+    def test_ondemand_hands_its_held_connections_to_an_upgraded_master(self):
+        self.start(keepalive=4, pm="ondemand", max_workers=2, idle_timeout=1)
+        conn = http.client.HTTPConnection("127.0.0.1", self.ngx.port, timeout=20)
+        self.addCleanup(conn.close)
+        r = harness.http_request(self.ngx.port, "POST", "/hello", body="x", conn=conn)
+        self.assertEqual(r.status, 200)
+        self.assertTrue(harness.wait_until(lambda: self.status_json()["workers"] == [], 10))
+        os.kill(self.fc.pid, signal.SIGUSR2)
+        m = self.fc.wait_log(r"USR2: started the new master, pid (\d+)", 5)
+        self.assertIsNotNone(m, "USR2 started no new master")
+        new = harness.ForeignProcess(int(m.group(1)), harness.FCGATE_BIN)
+        self.track(new)
+        self.assertEqual(self.fc.wait(15), 0, "the old master did not stop cleanly")
+        # The same kept-alive FastCGI connection, now held by the new master.
+        self.assertEqual(len(harness.unix_connections(self.fc.sock_path)), 1)
+        r = harness.http_request(self.ngx.port, "POST", "/hello", body="x", conn=conn)
+        self.assertEqual((r.status, r.body), (200, b"hello\n"))
+        self.assertNotIn("upstream prematurely closed", self.ngx.log())
+        self.assertTrue(new.stop(timeout=10), "the new master did not stop on TERM")
 
     # ------------------------------------------------------ queue_timeout
 
