@@ -213,20 +213,28 @@ def burst(t, n):
         with lock:
             done.append((status, t0, end))
 
-    peak, halt = [0], threading.Event()
+    peak, trace, halt = [0], [], threading.Event()
+
+    released = []
 
     def sample():
         while not halt.is_set():
-            peak[0] = max(peak[0], t.workers())
+            n = t.workers()
+            peak[0] = max(peak[0], n)
+            if released and (not trace or trace[-1][1] != n):
+                trace.append((time.monotonic() - released[0], n))
             time.sleep(0.02)
 
+    # The sampler runs from before the release: its first reading after it
+    # does not wait for 256 threads to start.
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     threads = [threading.Thread(target=client) for _ in range(n)]
     for th in threads:
         th.start()
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     go.wait()
     start = time.monotonic()
+    released.append(start)
     for th in threads:
         th.join()
     halt.set()
@@ -238,6 +246,7 @@ def burst(t, n):
         "p99": lat[int(len(lat) * 0.99) - 1],
         "failed": sum(1 for s, _, _ in done if s != 200),
         "peak": peak[0],
+        "trace": trace,
     }
 
 
@@ -263,6 +272,7 @@ def run_target(t, args):
         "p99_ms": med("p99") * 1000,
         "failed": sum(r["failed"] for r in rounds),
         "peak": max(r["peak"] for r in rounds),
+        "trace": rounds[-1]["trace"],
     }
 
 
@@ -316,6 +326,13 @@ def main():
         print("| %s | %d | %.1f MiB | %.0f ms | %.0f ms | %.0f ms | %.0f ms | %d | %d |"
               % (name, r["rest_workers"], r["rest_mib"], r["first_idle_ms"], r["first_ms"],
                  r["p50_ms"], r["p99_ms"], r["failed"], r["peak"]))
+    print("\nWorkers during the last round's burst (sampled every 20 ms; ms:workers at each "
+          "change, from the release of the clients to the last answer):\n")
+    print("| pool | trace |\n|---|---|")
+    for name, r in rows:
+        if r is not None:
+            print("| %s | %s |" % (name, " ".join("%d:%d" % (ms * 1000, n)
+                                                  for ms, n in r["trace"])))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 load loop that counts failures: pm = "dynamic" grows with a ramp of
 clients and shrinks back to min_workers after idle_timeout; pm =
 "ondemand" goes to no worker at all and serves the next request (also on
-a kept-alive connection it held meanwhile); queue_timeout answers the
+a kept-alive connection it held meanwhile, and across an upgrade); a
+dynamic pool refills to
+min_workers after a crash and across a reload; queue_timeout answers the
 requests that waited in a stopped pool 503 at once and fresh ones 200;
 max_memory replaces a worker whose memory grows, with no failed
 request."""
@@ -164,6 +166,26 @@ class PoolTest(harness.TestCase):
         self.assertEqual(doc["retirements"]["bound"], 1, doc)
         self.assertEqual(harness.http_request(self.ngx.port, "GET", "/hello").status, 200)
 
+    def test_dynamic_refills_to_min_workers_after_a_crash_and_a_reload(self):
+        self.start(pm="dynamic", min_workers=2, max_workers=4)
+        self.assertTrue(harness.wait_until(lambda: len(self.serving()) == 2, 10))
+        self.allow_sanitizer_reports = True  # the crash below, in sanitizer builds
+        r = harness.http_request(self.ngx.port, "GET", "/segv")
+        self.assertEqual(r.status, 502)
+        self.assertTrue(self.fc.wait_log(r"while serving GET /segv; respawning"))
+        self.assertTrue(harness.wait_until(lambda: len(self.serving()) == 2, 10),
+                        self.status_json())
+        # A reload starts min_workers of the new generation, then retires
+        # the old ones; the pool keeps its bounds.
+        os.kill(self.fc.pid, signal.SIGHUP)
+        self.assertTrue(harness.wait_until(
+            lambda: {(w["generation"], w["state"]) for w in self.status_json()["workers"]}
+            == {(2, "idle")} and len(self.serving()) == 2, 10), self.status_json())
+        doc = self.status_json()
+        self.assertEqual((doc["min_workers"], doc["max_workers"]), (2, 4))
+        self.assertEqual(doc["restarts"]["crash"], 1, doc)
+        self.assertEqual(harness.http_request(self.ngx.port, "GET", "/hello").status, 200)
+
     # ----------------------------------------------------------- ondemand
 
     def test_ondemand_goes_to_zero_workers_and_serves_the_next_request(self):
@@ -203,6 +225,26 @@ class PoolTest(harness.TestCase):
             # the supervisor: the next POST goes on it, not on a new one.
             self.assertEqual(len(harness.unix_connections(self.fc.sock_path)), 1)
         self.assertNotIn("upstream prematurely closed", self.ngx.log())
+
+    def test_ondemand_hands_its_held_connections_to_an_upgraded_master(self):
+        self.start(keepalive=4, pm="ondemand", max_workers=2, idle_timeout=1)
+        conn = http.client.HTTPConnection("127.0.0.1", self.ngx.port, timeout=20)
+        self.addCleanup(conn.close)
+        r = harness.http_request(self.ngx.port, "POST", "/hello", body="x", conn=conn)
+        self.assertEqual(r.status, 200)
+        self.assertTrue(harness.wait_until(lambda: self.status_json()["workers"] == [], 10))
+        os.kill(self.fc.pid, signal.SIGUSR2)
+        m = self.fc.wait_log(r"USR2: started the new master, pid (\d+)", 5)
+        self.assertIsNotNone(m, "USR2 started no new master")
+        new = harness.ForeignProcess(int(m.group(1)), harness.FCGATE_BIN)
+        self.track(new)
+        self.assertEqual(self.fc.wait(15), 0, "the old master did not stop cleanly")
+        # The same kept-alive FastCGI connection, now held by the new master.
+        self.assertEqual(len(harness.unix_connections(self.fc.sock_path)), 1)
+        r = harness.http_request(self.ngx.port, "POST", "/hello", body="x", conn=conn)
+        self.assertEqual((r.status, r.body), (200, b"hello\n"))
+        self.assertNotIn("upstream prematurely closed", self.ngx.log())
+        self.assertTrue(new.stop(timeout=10), "the new master did not stop on TERM")
 
     # ------------------------------------------------------ queue_timeout
 
