@@ -36,6 +36,7 @@
 #endif
 
 #ifdef CORO_ASAN
+void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
 void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
 void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old,
                                      size_t *size_old);
@@ -246,8 +247,15 @@ void coro_destroy(struct coro *c)
     if (c->fiber)
         __tsan_destroy_fiber(c->fiber);
 #endif
-    if (c->map)
+    if (c->map) {
+#ifdef CORO_ASAN
+        /* Frames that never returned leave their redzones poisoned; the
+         * next mapping at these addresses (a file, another stack) must
+         * not inherit them. */
+        __asan_unpoison_memory_region(c->map, c->map_len);
+#endif
         munmap(c->map, c->map_len);
+    }
     memset(c, 0, sizeof(*c));
 }
 
