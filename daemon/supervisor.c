@@ -586,7 +586,9 @@ static void ask_stack(struct proc *p, size_t slot, unsigned to, int then_abort, 
     pid_t tid = atomic_load(&s->tid);
     atomic_store(&st->tid, tid);
     atomic_fetch_add(&st->asked, 1);
-    if (tid <= 0 || syscall(SYS_tgkill, p->pid, tid, SIG_STACK) < 0)
+    /* A stopped worker cannot answer: report (and abort) now, not after
+     * STACK_WAIT_MS. */
+    if (tid <= 0 || stopped(p->pid) || syscall(SYS_tgkill, p->pid, tid, SIG_STACK) < 0)
         a->asked_ms = now - STACK_WAIT_MS; /* no answer will come: report now */
 }
 
