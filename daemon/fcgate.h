@@ -154,13 +154,14 @@ void scoreboard_thread_leave(void);
  * score_stack, if it is the thread asked. */
 void scoreboard_stack_signal(int sig, siginfo_t *si, void *ucontext);
 
-/* stack.c: symbolized stacks from inside the thread. stack_init reads the
- * symbol tables of every object loaded now (module_path names the app
- * module, loaded from a memfd), in a thread of its own if in_background
- * (until it is done, stacks come without names); stack_capture is
- * async-signal-safe: the frames from the interrupted instruction
- * (ucontext) down, one per line, into buf. Returns the length written. */
-void stack_init(const char *module_path, int in_background);
+/* stack.c: symbolized stacks from inside the thread. stack_load reads the
+ * symbol tables of the objects loaded now that an earlier call has not
+ * read (module_path, if not NULL, names the app module, loaded from a
+ * memfd): the supervisor calls it before forking, a worker after loading
+ * its module. stack_capture is async-signal-safe: the frames from the
+ * interrupted instruction (ucontext) down, one per line, into buf.
+ * Returns the length written. */
+void stack_load(const char *module_path);
 size_t stack_capture(char *buf, size_t cap, const void *ucontext);
 /* The guard page of the coroutine stack the thread runs on now (async),
  * NULL between coroutines: a fault there is a stack overflow. */

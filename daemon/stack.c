@@ -8,7 +8,10 @@
  * (tgkill); its handler walks its own stack with backtrace() and writes
  * the frames, named, into shared memory. Everything the handler does is
  * async-signal-safe: backtrace() is warmed up first (its first call loads
- * libgcc_s), and the names come from a table built beforehand.
+ * libgcc_s), and the names come from tables built beforehand: the
+ * supervisor reads its own objects once, before it forks (a few
+ * milliseconds; the workers inherit the table), and a worker adds only
+ * what it loaded itself, the module.
  *
  * dladdr() cannot name most of the functions worth seeing: modules are
  * built with hidden visibility, so their functions are only in the ELF
@@ -21,8 +24,6 @@
 #include <execinfo.h>
 #include <fcntl.h>
 #include <link.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,9 +45,19 @@ struct obj {
     char name[64];    /* basename, as shown */
 };
 
-static struct {
+/* Sorted by lo. One per stack_load: the supervisor's objects, read once
+ * before any fork and shared by every worker; then each worker's own (the
+ * module and what it brought). */
+struct table {
     struct sym *syms;
     size_t nsyms, cap;
+};
+#define LAYERS 4
+
+static struct {
+    struct table layer[LAYERS];
+    size_t nlayers;
+    struct table *filling;
     struct obj objs[64];
     size_t nobjs;
     const char *module; /* the app module's path, for its memfd */
@@ -60,15 +71,16 @@ static const char *base_name(const char *path)
 
 static int add_sym(uintptr_t lo, uintptr_t hi, const char *name, unsigned obj)
 {
-    if (T.nsyms == T.cap) {
-        size_t cap = T.cap ? T.cap * 2 : 4096;
-        struct sym *s = realloc(T.syms, cap * sizeof(*s));
+    struct table *t = T.filling;
+    if (t->nsyms == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 1024;
+        struct sym *s = realloc(t->syms, cap * sizeof(*s));
         if (!s)
             return -1;
-        T.syms = s;
-        T.cap = cap;
+        t->syms = s;
+        t->cap = cap;
     }
-    T.syms[T.nsyms++] = (struct sym){lo, hi, name, obj};
+    t->syms[t->nsyms++] = (struct sym){lo, hi, name, obj};
     return 0;
 }
 
@@ -196,6 +208,9 @@ static int each_object(struct dl_phdr_info *info, size_t size, void *arg)
     }
     if (o->lo >= o->hi)
         return 0;
+    for (size_t i = 0; i < T.nobjs; i++)
+        if (T.objs[i].lo == o->lo)
+            return 0; /* read by an earlier stack_load */
     /* The app module is loaded from a memfd snapshot (app_loader.c). */
     char exe[256];
     const char *shown = path;
@@ -224,47 +239,30 @@ static int by_address(const void *a, const void *b)
     return x->lo < y->lo ? -1 : x->lo > y->lo;
 }
 
-/* Set once the table is complete; a stack taken before names no
- * function. */
-static atomic_int named;
-
-static void *build_table(void *arg)
-{
-    (void)arg;
-    dl_iterate_phdr(each_object, NULL);
-    if (T.nsyms)
-        qsort(T.syms, T.nsyms, sizeof(*T.syms), by_address);
-    atomic_store_explicit(&named, 1, memory_order_release);
-    return NULL;
-}
-
-void stack_init(const char *module_path, int in_background)
+void stack_load(const char *module_path)
 {
     void *warm[2];
     backtrace(warm, 2); /* loads the unwinder now, not in a handler */
-    T.module = module_path;
-    pthread_t t;
-    pthread_attr_t attr;
-    /* A few milliseconds (tens under a sanitizer) a worker need not wait
-     * for before it serves. */
-    if (in_background && pthread_attr_init(&attr) == 0) {
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        int rc = pthread_create(&t, &attr, build_table, NULL);
-        pthread_attr_destroy(&attr);
-        if (rc == 0)
-            return;
-    }
-    build_table(NULL);
+    if (module_path)
+        T.module = module_path;
+    if (T.nlayers == LAYERS)
+        return;
+    struct table *t = &T.layer[T.nlayers];
+    T.filling = t;
+    dl_iterate_phdr(each_object, NULL);
+    if (t->nsyms)
+        qsort(t->syms, t->nsyms, sizeof(*t->syms), by_address);
+    T.nlayers++;
 }
 
 /* ---- in the signal handler: no locks, no allocation ---- */
 
-static const struct sym *find_sym(uintptr_t pc)
+static const struct sym *find_in(const struct table *t, uintptr_t pc)
 {
-    size_t lo = 0, hi = T.nsyms;
+    size_t lo = 0, hi = t->nsyms;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (T.syms[mid].lo <= pc)
+        if (t->syms[mid].lo <= pc)
             lo = mid + 1;
         else
             hi = mid;
@@ -272,8 +270,18 @@ static const struct sym *find_sym(uintptr_t pc)
     /* lo: the first above pc. Sized symbols may nest or overlap (aliases):
      * look back a little for one that covers pc. */
     for (size_t i = lo, k = 0; i-- > 0 && k < 8; k++)
-        if (pc < T.syms[i].hi)
-            return &T.syms[i];
+        if (pc < t->syms[i].hi)
+            return &t->syms[i];
+    return NULL;
+}
+
+static const struct sym *find_sym(uintptr_t pc)
+{
+    for (size_t l = 0; l < T.nlayers; l++) {
+        const struct sym *s = find_in(&T.layer[l], pc);
+        if (s)
+            return s;
+    }
     return NULL;
 }
 
@@ -328,7 +336,6 @@ size_t stack_capture(char *buf, size_t cap, const void *ucontext)
     struct out o = {buf, 0, cap};
     int n = backtrace(frames, STACK_FRAMES), first = 0;
     uintptr_t pc = context_pc(ucontext);
-    int names = atomic_load_explicit(&named, memory_order_acquire);
 
     if (cap == 0)
         return 0;
@@ -345,8 +352,8 @@ size_t stack_capture(char *buf, size_t cap, const void *ucontext)
         /* A return address points after the call: look it up one byte
          * back, so a call ending a function names that function. */
         uintptr_t at = i == first ? a : a - 1;
-        const struct sym *s = names ? find_sym(at) : NULL;
-        const struct obj *ob = s ? &T.objs[s->obj] : names ? find_obj(at) : NULL;
+        const struct sym *s = find_sym(at);
+        const struct obj *ob = s ? &T.objs[s->obj] : find_obj(at);
         put(&o, "#");
         put_num(&o, (uintmax_t)(i - first), 10);
         put(&o, " 0x");

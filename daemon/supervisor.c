@@ -1674,6 +1674,9 @@ int supervisor_run(struct config *cfg, supervisor_reload_fn reload_fn, char **ar
         S.pidfile = strdup(cfg->pidfile);
     }
     chown_logs(cfg);
+    /* Names for the stacks of the slow log and the timeout reports: the
+     * objects loaded now, once, for every worker to inherit. */
+    stack_load(NULL);
     S.cur = gen_new(cfg);
     if (!S.cur) {
         log_error("cannot map the scoreboard: %s", strerror(errno));

@@ -216,7 +216,7 @@ void worker_main(struct worker *w)
     /* init's connections belong to this thread, which may not serve
      * (threads mode): the serving threads open their own. */
     pg_close_thread();
-    stack_init(w->cfg->app_module, 1);
+    stack_load(w->cfg->app_module);
     for (size_t t = 0; t < w->sb->per_worker; t++) {
         struct score_slot *s = scoreboard_slot(w->sb, w->row, t);
         atomic_store(&s->generation, w->generation);

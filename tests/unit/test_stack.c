@@ -42,7 +42,7 @@ static void test_stack_names_static_functions_from_the_handler(void **state)
     sa.sa_sigaction = on_signal;
     sa.sa_flags = SA_SIGINFO;
     sigaction(SIGUSR2, &sa, NULL);
-    stack_init(NULL, 0);
+    stack_load(NULL);
     stack_test_outer_frame();
     assert_true(text_len > 0);
     assert_int_equal(strlen(text), text_len);
