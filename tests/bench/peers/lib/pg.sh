@@ -58,5 +58,13 @@ pg_expect_item() {
   pg_psql app "SELECT format('{\"id\":%s,\"name\":\"%s\",\"qty\":%s}', id, name, qty) FROM items WHERE id = $1"
 }
 
-# pg_pids -> the postmaster's PID (its backends share its session)
-pg_pids() { awk '{print $1}' "$RUN_ROOT/postgres/pids" 2> /dev/null; }
+# pg_pids -> the postmaster's PID and its children's: each backend calls
+# setsid() (so that the postmaster can signal its process group), so they
+# are sessions of their own, not the postmaster's.
+pg_pids() {
+  local pm
+  pm=$(awk '{print $1; exit}' "$RUN_ROOT/postgres/pids" 2> /dev/null)
+  [[ -n $pm ]] || return 0
+  echo "$pm"
+  ps -o pid= --ppid "$pm" 2> /dev/null
+}
