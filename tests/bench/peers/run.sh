@@ -283,7 +283,7 @@ cleanup() {
 main() {
   local targets=() t
   case ${1:-} in
-    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --list)
       for t in $(all_targets); do printf '%-18s %s\n' "$t" "$(target_var "$t" TARGET_DESC)"; done
       exit 0 ;;
