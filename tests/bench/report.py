@@ -248,6 +248,10 @@ p("How the pool sizes (`pm` static, dynamic, ondemand, against PHP-FPM's dynamic
   "under a burst of 256 clients after idle, and the ondemand wait for the first request, is "
   "measured separately by `tests/bench/pool_burst.py`: [pool.md](pool.md).")
 p("")
+p("Database-bound requests (/pg-item, a point read, and /pg-sleep, a 20 ms query, on one "
+  "private PostgreSQL, fcgate's three modes beside PHP-FPM with pdo_pgsql and gunicorn gthread / "
+  "gevent with psycopg2) are measured separately by `tests/bench/pg-bench.sh`: [pg-bench.md](pg-bench.md).")
+p("")
 warn = []
 if DURATION < 8:
     warn.append("a **short trial run** (DURATION=%d s per point instead of 8)" % DURATION)

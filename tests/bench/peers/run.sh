@@ -10,7 +10,9 @@
 # Knobs (environment): DURATION=8 WARMUP=2 THREADS=2 CONNS=64 CONNS_HIGH=256
 #   WRK_TIMEOUT=10 CPU_ITERS=730000 ITEM_ROWS=10000 DRAIN_MS=50
 #   NGINX_PORT_BASE=18080 BACKEND_PORT_BASE=18090 NO_INSTALL=1 KEEP_RUN_DIR=1
-#   WORKLOADS="hello item sleep sleep256 cpu" (a subset runs only those)
+#   WORKLOADS="hello item sleep sleep256 cpu" (a subset runs only those;
+#   "pg-item pg-sleep" are opt-in: they start a private PostgreSQL)
+#   PG_SLEEP_CONNS=$CONNS_HIGH PG_SLEEP_MS=20 PG_POOL=64 PG_MAX_CONNECTIONS=300
 #
 # All traffic goes to 127.0.0.1 or unix sockets. Every process started is
 # tracked by PID and stopped by PID (also on Ctrl-C / errors).
@@ -21,28 +23,42 @@ APPS_DIR=$PEERS_DIR/apps
 export PEERS_DIR APPS_DIR
 # shellcheck source=lib/common.sh
 source "$PEERS_DIR/lib/common.sh"
+# shellcheck source=lib/pg.sh
+source "$PEERS_DIR/lib/pg.sh"
 
 : "${DURATION:=8}" "${WARMUP:=2}" "${THREADS:=2}" "${CONNS:=64}" "${CONNS_HIGH:=256}"
 : "${WRK_TIMEOUT:=10}" "${CPU_ITERS:=730000}" "${ITEM_ROWS:=10000}" "${DRAIN_MS:=50}"
 : "${NGINX_PORT_BASE:=18080}" "${BACKEND_PORT_BASE:=18090}"
+: "${PG_SLEEP_MS:=20}" "${PG_SLEEP_CONNS:=$CONNS_HIGH}" "${PG_POOL:=64}"
 : "${NO_INSTALL:=0}" "${KEEP_RUN_DIR:=0}" "${RESULTS_DIR:=${TMPDIR:-/tmp}/peers-results}"
-export CPU_ITERS ITEM_ROWS DRAIN_MS
+export CPU_ITERS ITEM_ROWS DRAIN_MS PG_POOL
 export PYTHONDONTWRITEBYTECODE=1 # keep apps/ free of __pycache__
 C_CFLAGS="-O2"
 export C_CFLAGS
 
 # The workloads: name, path, connections. Identical for every target.
-ALL_WORKLOADS="hello item sleep sleep256 cpu"
-read -ra WORKLOADS <<< "${WORKLOADS:-$ALL_WORKLOADS}"
+# The PostgreSQL ones are not in the default set: they need the private
+# cluster (lib/pg.sh) and apps that speak to it.
+DEFAULT_WORKLOADS="hello item sleep sleep256 cpu"
+ALL_WORKLOADS="$DEFAULT_WORKLOADS pg-item pg-sleep"
+read -ra WORKLOADS <<< "${WORKLOADS:-$DEFAULT_WORKLOADS}"
+PG_WANTED=0
 for w in "${WORKLOADS[@]}"; do
   [[ " $ALL_WORKLOADS " == *" $w "* ]] || { echo "unknown workload: $w (one of: $ALL_WORKLOADS)" >&2; exit 2; }
+  [[ $w == pg-* ]] && PG_WANTED=1
 done
-wl_path() { case $1 in hello) echo /hello ;; item) echo /item ;; sleep | sleep256) echo /sleep ;; cpu) echo /cpu ;; esac; }
-wl_conns() { case $1 in sleep256) echo "$CONNS_HIGH" ;; *) echo "$CONNS" ;; esac; }
+wl_path() {
+  case $1 in
+    hello) echo /hello ;; item) echo /item ;; sleep | sleep256) echo /sleep ;; cpu) echo /cpu ;;
+    pg-item) echo /pg-item ;; pg-sleep) echo "/pg-sleep?ms=$PG_SLEEP_MS" ;;
+  esac
+}
+wl_conns() { case $1 in sleep256) echo "$CONNS_HIGH" ;; pg-sleep) echo "$PG_SLEEP_CONNS" ;; *) echo "$CONNS" ;; esac; }
 
 # Preferred order; any other targets/*.sh is appended alphabetically.
 ORDER=(nginx-static null-fcgi libfcgi-c php-fpm uwsgi uwsgi-gevent gunicorn-sync gunicorn-gthread gunicorn-gevent fcgate-sync fcgate-threads fcgate-async null-fcgi-keepalive fcgate-sync-keepalive fcgate-threads-keepalive fcgate-async-keepalive)
 BASE_PACKAGES="nginx wrk curl sqlite3 libsqlite3-dev gcc libc6-dev perl iproute2 python3"
+PG_PACKAGES="postgresql-15 util-linux"
 
 all_targets() {
   local t f seen=" "
@@ -85,6 +101,10 @@ make_expectations() {
   printf 'ok\n' > "$e/sleep"
   sqlite3 "$PEERS_DB" "SELECT json_object('id', id, 'name', name, 'qty', qty) FROM items WHERE id = 4242" |
     tr -d '\n' > "$e/item"
+  # /pg-item must give /item's bytes: the same rows in both databases
+  if ((PG_WANTED)); then
+    [[ $(pg_expect_item 4242) == "$(cat "$e/item")" ]] || die "PostgreSQL row 4242 differs from sqlite's"
+  fi
   CALIBRATION=$("$C_APP" --calibrate "$CPU_ITERS")
   printf '%s\n' "$(sed -n 's/.* hash=\([0-9a-f]*\) .*/\1/p' <<< "$CALIBRATION")" > "$e/cpu"
   log "C /cpu loop: $CALIBRATION"
@@ -110,20 +130,25 @@ smoke() {
       done
       median_ms "${times[@]}" > "$RUN_DIR/hello_1req_ms"
       ;;
-    item)
-      read -r code t ctype <<< "$(http_get '/item?id=4242')"
+    item | pg-item)
+      local p
+      p=$(wl_path "$w")
+      read -r code t ctype <<< "$(http_get "$p?id=4242")"
       [[ $code == 200 && $ctype == application/json* ]] && cmp -s "$RUN_DIR/body" "$e/item" ||
-        { SMOKE_MSG="/item?id=4242 -> $code $ctype $(head -c 80 "$RUN_DIR/body")"; return 1; }
-      read -r code t ctype <<< "$(http_get '/item?id=99999999')"
+        { SMOKE_MSG="$p?id=4242 -> $code $ctype $(head -c 80 "$RUN_DIR/body")"; return 1; }
+      read -r code t ctype <<< "$(http_get "$p?id=99999999")"
       [[ $code == 404 ]] || SMOKE_MSG+="warning: missing id gave $code, want 404; "
-      read -r code t ctype <<< "$(http_get '/item?id=abc')"
+      read -r code t ctype <<< "$(http_get "$p?id=abc")"
       [[ $code == 400 ]] || SMOKE_MSG+="warning: bad id gave $code, want 400; "
       ;;
-    sleep | sleep256)
-      read -r code t ctype <<< "$(http_get /sleep)"
+    sleep | sleep256 | pg-sleep)
+      local p min
+      p=$(wl_path "$w")
+      min=$(awk -v ms="${p##*ms=}" 'BEGIN{printf "%.3f", (ms ~ /^[0-9]+$/ ? ms : 20) / 1000 - 0.001}')
+      read -r code t ctype <<< "$(http_get "$p")"
       [[ $code == 200 ]] && cmp -s "$RUN_DIR/body" "$e/sleep" &&
-        awk -v t="$t" 'BEGIN{exit !(t >= 0.019)}' ||
-        { SMOKE_MSG="/sleep -> $code in ${t}s $(head -c 80 "$RUN_DIR/body")"; return 1; }
+        awk -v t="$t" -v min="$min" 'BEGIN{exit !(t >= min)}' ||
+        { SMOKE_MSG="$p -> $code in ${t}s $(head -c 80 "$RUN_DIR/body")"; return 1; }
       ;;
     cpu)
       local i times=()
@@ -211,7 +236,7 @@ target_body() { # runs inside a subshell per target
   # machine): recorded per target, shown in the report.
   cpu_snapshot > "$RUN_DIR/cpu.after"
   local sids
-  sids="$(awk '{print $6}' "/proc/$RUN_SID/stat") $(awk '{print $1}' "$RUN_DIR/pids" | tr '\n' ' ')"
+  sids="$(awk '{print $6}' "/proc/$RUN_SID/stat") $(awk '{print $1}' "$RUN_DIR/pids" | tr '\n' ' ') $(pg_pids | tr '\n' ' ')"
   foreign_cpu "$RUN_DIR/cpu.before" "$RUN_DIR/cpu.after" $((SECONDS - t_start)) $sids > "$RUN_DIR/foreign_cpu"
 }
 
@@ -258,7 +283,7 @@ cleanup() {
 main() {
   local targets=() t
   case ${1:-} in
-    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --list)
       for t in $(all_targets); do printf '%-18s %s\n' "$t" "$(target_var "$t" TARGET_DESC)"; done
       exit 0 ;;
@@ -287,6 +312,8 @@ main() {
   started_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
   pkgs="$BASE_PACKAGES"
+  ((PG_WANTED)) && pkgs+=" $PG_PACKAGES"
+  for t in "${targets[@]}"; do ((PG_WANTED)) && pkgs+=" $(target_var "$t" TARGET_PG_PACKAGES)"; done
   for t in "${targets[@]}"; do pkgs+=" $(target_var "$t" TARGET_PACKAGES)"; done
   pkgs=$(tr ' ' '\n' <<< "$pkgs" | sed '/^$/d' | sort -u | tr '\n' ' ')
   [[ $NO_INSTALL == 1 ]] || ensure_packages $pkgs
@@ -298,6 +325,7 @@ main() {
   ((BUSY_BEFORE > 10)) && log "WARNING: the machine is already ${BUSY_BEFORE}% busy before the run; numbers will be noisy"
   build_c_app
   create_db
+  ((PG_WANTED)) && pg_start
   make_expectations
   printf 'target\tworkload\tpath\tconns\tstatus\trequests\trps\tp50_us\tp90_us\tp99_us\tmax_us\terr_connect\terr_read\terr_write\terr_status\terr_timeout\tnote\n' \
     > "$RUN_ROOT/results.tsv"
@@ -314,6 +342,7 @@ main() {
   STARTED_UTC=$started_utc ELAPSED=$((SECONDS - start_epoch)) CALIBRATION=$CALIBRATION \
     DURATION=$DURATION WARMUP=$WARMUP THREADS=$THREADS CONNS=$CONNS CONNS_HIGH=$CONNS_HIGH \
     WRK_TIMEOUT=$WRK_TIMEOUT TARGETS="${targets[*]}" BUSY_BEFORE=$BUSY_BEFORE \
+    WORKLOADS="${WORKLOADS[*]}" PG_SLEEP_CONNS=$PG_SLEEP_CONNS \
     "$PY" "$PEERS_DIR/lib/report.py" "$RUN_ROOT" > "$out" || die "report failed"
   log "results: $out ($((SECONDS - start_epoch)) s)"
 }

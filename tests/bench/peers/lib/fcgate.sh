@@ -13,7 +13,10 @@ TARGET_PACKAGES="libconfig9 libsqlite3-0"
 
 # fcgate_start MODE-OPTIONS... - the options are passed on the command
 # line; the rest (user, socket mode, backlog, blocking threads, the app's
-# cpu_iters) goes into a config file that is recorded with the command.
+# cpu_iters, and when the run has a PostgreSQL (lib/pg.sh) app.postgres
+# and app.postgres_pool = PG_POOL) goes into a config file that is
+# recorded with the command. postgres_pool only bounds async mode: sync
+# and threads keep one connection per serving thread.
 fcgate_start() {
   local sock=$RUN_DIR/fcgate.sock conf=$RUN_DIR/fcgate.conf
   TARGET_UPSTREAM=unix:$sock
@@ -22,13 +25,15 @@ fcgate_start() {
   # user = "root": the harness runs as root and so do nginx and the peer
   # servers (shared unix sockets and db in the run dir); fcgate refuses
   # root workers unless told so.
+  local pg=""
+  [[ -n ${PG_CONNINFO:-} ]] && pg=" postgres = \"$PG_CONNINFO\"; postgres_pool = ${PG_POOL:-64};"
   cat > "$conf" <<CONF
 user = "root";
 listen_mode = "0666";
 listen_backlog = 2048;
 ${FCGATE_BLOCKING_THREADS:+blocking_threads = $FCGATE_BLOCKING_THREADS;}
 graceful_timeout = 5;
-app = { settings = { cpu_iters = $CPU_ITERS; }; };
+app = { settings = { cpu_iters = $CPU_ITERS; };$pg };
 log = { level = "warn"; error = "-"; access = "off"; };
 CONF
   local args=(-c "$conf" "$@" --listen "unix:$sock" --app "$FCGATE_APP" --database "$PEERS_DB")
