@@ -107,26 +107,10 @@ static int blocking_sleep(struct conn *c, unsigned ms)
     return FCGATE_OK;
 }
 
-/* timeout_ms < 0: no limit. An interruption (the slow log's signal)
- * waits on for the time left, not the whole time again. */
 static int blocking_wait_fd(struct conn *c, int fd, short events, int timeout_ms)
 {
     (void)c;
-    struct pollfd p = {fd, events, 0};
-    uint64_t deadline = monotonic_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
-    for (int left = timeout_ms;;) {
-        int r = poll(&p, 1, left);
-        if (r > 0)
-            return FCGATE_OK;
-        if (r == 0)
-            return FCGATE_ETIMEDOUT;
-        if (errno != EINTR)
-            return FCGATE_EIO;
-        if (timeout_ms >= 0) {
-            uint64_t now = monotonic_ms();
-            left = now >= deadline ? 0 : (int)(deadline - now);
-        }
-    }
+    return fd_wait(fd, events, timeout_ms);
 }
 
 static int blocking_db(struct conn *c, int (*fn)(sqlite3 *db, void *arg), void *arg)

@@ -172,6 +172,10 @@ void scoreboard_thread_crashed(const void *fault_addr);
 enum { SLOT_CRASHED = 1, SLOT_OVERFLOWED = 2 };
 uint64_t monotonic_ms(void);
 uint64_t monotonic_us(void);
+/* Until fd is ready for events (poll), at most timeout_ms (< 0: no
+ * limit), through interruptions (for the time left): FCGATE_OK,
+ * FCGATE_ETIMEDOUT or FCGATE_EIO. */
+int fd_wait(int fd, short events, int timeout_ms);
 
 /* sockdiag.c: a listen socket's accept queue, as the kernel counts it. */
 struct sockdiag_queue {

@@ -104,20 +104,6 @@ static int not_configured(void)
 
 /* ---- waiting ---- */
 
-static int poll_wait(int fd, short events, int timeout_ms)
-{
-    struct pollfd p = {fd, events, 0};
-    for (;;) {
-        int r = poll(&p, 1, timeout_ms);
-        if (r > 0)
-            return FCGATE_OK;
-        if (r == 0)
-            return FCGATE_ETIMEDOUT;
-        if (errno != EINTR)
-            return FCGATE_EIO;
-    }
-}
-
 /* Until fd is ready or the deadline (monotonic ms) passes. */
 static int wait_until(const struct pg_wait *w, int fd, short events, uint64_t deadline)
 {
@@ -127,7 +113,7 @@ static int wait_until(const struct pg_wait *w, int fd, short events, uint64_t de
     int ms = deadline - now > 86400000u ? 86400000 : (int)(deadline - now);
     if (w && w->fn)
         return w->fn(w->ctx, fd, events, ms);
-    return poll_wait(fd, events, ms);
+    return fd_wait(fd, events, ms);
 }
 
 /* The deadline of one exchange with the server: the request's, else

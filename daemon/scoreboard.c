@@ -11,6 +11,7 @@
 #include "fcgate.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,25 @@ static void *shared(size_t bytes)
 {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? NULL : p;
+}
+
+int fd_wait(int fd, short events, int timeout_ms)
+{
+    struct pollfd p = {fd, events, 0};
+    uint64_t deadline = monotonic_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
+    for (int left = timeout_ms;;) {
+        int r = poll(&p, 1, left);
+        if (r > 0)
+            return FCGATE_OK;
+        if (r == 0)
+            return FCGATE_ETIMEDOUT;
+        if (errno != EINTR)
+            return FCGATE_EIO;
+        if (timeout_ms >= 0) {
+            uint64_t now = monotonic_ms();
+            left = now >= deadline ? 0 : (int)(deadline - now);
+        }
+    }
 }
 
 int scoreboard_create(struct scoreboard *sb, size_t workers, size_t per_worker)
