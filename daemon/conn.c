@@ -105,11 +105,33 @@ static int chan_db(struct req_chan *ch, int (*fn)(sqlite3 *db, void *arg), void 
     return c->ops->db(c, fn, arg);
 }
 
+static int chan_park(struct req_chan *ch, int timeout_ms)
+{
+    struct conn *c = chan_conn(ch);
+    return c->ops->park(c, timeout_ms);
+}
+
+static void chan_unpark(struct req_chan *ch)
+{
+    struct conn *c = chan_conn(ch);
+    c->ops->unpark(c);
+}
+
 static const struct req_io chan_io = {
     .write = chan_write,
     .sleep = chan_sleep,
     .wait_fd = chan_wait_fd,
     .db = chan_db,
+};
+
+/* For engines whose requests share a thread. */
+static const struct req_io chan_io_parking = {
+    .write = chan_write,
+    .sleep = chan_sleep,
+    .wait_fd = chan_wait_fd,
+    .db = chan_db,
+    .park = chan_park,
+    .unpark = chan_unpark,
 };
 
 void conn_init(struct conn *c, int fd, const struct conn_ops *ops, const struct conn_env *env,
@@ -119,7 +141,7 @@ void conn_init(struct conn *c, int fd, const struct conn_ops *ops, const struct 
     c->fd = fd;
     c->ops = ops;
     c->env = env;
-    c->ch.io = &chan_io;
+    c->ch.io = ops->park && ops->unpark ? &chan_io_parking : &chan_io;
     c->ch.app = &env->app;
     c->served = (unsigned long)kept; /* kept: between requests, not fresh */
     codec_init(&c->ch.codec, &env->limits);

@@ -59,6 +59,9 @@ struct aconn {
     int timer_fired;   /* the timer resumed it (not readiness) */
     int done;
     int in_pool;               /* waiting for a blocking-pool job */
+    int parked, unparked;      /* in async_park; another request woke it */
+    struct aconn *ready_prev, *ready_next; /* on the ready list (woken, not yet run) */
+    int on_ready;
     uint64_t wait_since_ms;    /* it last yielded to the loop */
     uint64_t slow_start_ms;    /* start_ms of its request the slow log has seen */
     struct aconn *prev, *next; /* all connections, or the free list */
@@ -73,6 +76,7 @@ struct loop {
     struct blocking_pool pool;
     struct aconn *conns, *free_list;
     struct aconn *retired; /* finished during this batch of events */
+    struct aconn *ready, *ready_tail; /* unparked: run before the next wait */
     size_t nconns, nfree, max_conns;
     size_t stack_size;
     int accepting, stopping;
@@ -259,6 +263,72 @@ static int async_db(struct conn *c, int (*fn)(sqlite3 *db, void *arg), void *arg
     return c->ch.cancelled ? FCGATE_ETIMEDOUT : job.result;
 }
 
+/* ---- parking: a request waits for another (a pooled connection) ---- */
+
+static void ready_unlink(struct loop *L, struct aconn *a)
+{
+    if (!a->on_ready)
+        return;
+    if (a->ready_prev)
+        a->ready_prev->ready_next = a->ready_next;
+    else
+        L->ready = a->ready_next;
+    if (a->ready_next)
+        a->ready_next->ready_prev = a->ready_prev;
+    else
+        L->ready_tail = a->ready_prev;
+    a->ready_prev = a->ready_next = NULL;
+    a->on_ready = 0;
+}
+
+static int async_park(struct conn *c, int timeout_ms)
+{
+    struct aconn *a = (struct aconn *)((char *)c - offsetof(struct aconn, c));
+    struct loop *L = a->L;
+
+    if (c->ch.cancelled)
+        return FCGATE_ETIMEDOUT;
+    if (timer_add(L, a, monotonic_us() + (uint64_t)timeout_ms * 1000u) < 0)
+        return FCGATE_ENOMEM;
+    a->parked = 1;
+    a->unparked = 0;
+    yield(a);
+    /* Woken, timed out or cancelled; perhaps more than one of these. */
+    a->parked = 0;
+    timer_del(L, a);
+    ready_unlink(L, a);
+    return a->unparked && !c->ch.cancelled ? FCGATE_OK : FCGATE_ETIMEDOUT;
+}
+
+/* Called by the running request: the parked one runs once the loop has
+ * it back, before the loop next waits, without a system call. */
+static void async_unpark(struct conn *c)
+{
+    struct aconn *a = (struct aconn *)((char *)c - offsetof(struct aconn, c));
+    struct loop *L = a->L;
+
+    if (!a->parked || a->unparked)
+        return;
+    a->unparked = 1;
+    a->on_ready = 1;
+    a->ready_next = NULL;
+    a->ready_prev = L->ready_tail;
+    if (L->ready_tail)
+        L->ready_tail->ready_next = a;
+    else
+        L->ready = a;
+    L->ready_tail = a;
+}
+
+static void run_ready(struct loop *L)
+{
+    while (L->ready) {
+        struct aconn *a = L->ready;
+        ready_unlink(L, a);
+        resume(L, a);
+    }
+}
+
 /* Registered for good (edge-triggered): a socket handed over lives on in
  * another process and would keep raising events here. */
 static void async_unwatch(struct conn *c)
@@ -273,6 +343,8 @@ static const struct conn_ops async_ops = {
     .sleep = async_sleep,
     .wait_fd = async_wait_fd,
     .db = async_db,
+    .park = async_park,
+    .unpark = async_unpark,
 };
 
 /* ---- connections ---- */
@@ -520,7 +592,7 @@ static void run_timers(struct loop *L)
  * few percent of throughput for every sleeping request. */
 static struct timespec next_timeout(const struct loop *L)
 {
-    uint64_t wait = L->pool_busy ? 1000 : 1000000, now = monotonic_us();
+    uint64_t wait = L->ready ? 0 : L->pool_busy ? 1000 : 1000000, now = monotonic_us();
     uint64_t d = L->nheap > 0 ? L->heap[0]->deadline : 0;
     if (L->accept_retry_us && (!d || L->accept_retry_us < d))
         d = L->accept_retry_us;
@@ -596,6 +668,8 @@ static void describe_wait(const struct aconn *a, char *buf, size_t len)
         snprintf(buf, len, "the database (fcgate_db, a blocking-pool job)");
     else if (a->waiting_fd)
         snprintf(buf, len, "a descriptor (fcgate_wait_fd)");
+    else if (a->parked)
+        snprintf(buf, len, "a free PostgreSQL connection (postgres_pool)");
     else if (a->want)
         snprintf(buf, len, "the FastCGI connection (%s)",
                  a->want & EPOLLOUT ? "writing the response" : "reading the request");
@@ -655,10 +729,13 @@ static void async_run(struct worker *w)
             log_error("epoll_wait: %s", strerror(errno));
             break;
         }
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n; i++) {
             on_event(&L, &evs[i]);
+            run_ready(&L); /* a connection given back is used at once */
+        }
         run_timers(&L);
         check_timeouts(&L);
+        run_ready(&L);
         check_slow(&L);
         free_retired(&L);
         L.pool_busy = pool_kick(&L.pool);

@@ -280,6 +280,11 @@ struct pg_wait {
     int (*fn)(void *ctx, int fd, short events, int timeout_ms);
     void *ctx;
     uint64_t deadline_ms; /* monotonic; the request's queries end by then; 0: none */
+    /* NULL, or the engine's park: sleeps until unpark(ctx) from another
+     * request of the same thread, FCGATE_OK; FCGATE_ETIMEDOUT when
+     * timeout_ms pass first (or the request was cancelled). */
+    int (*park)(void *ctx, int timeout_ms);
+    void (*unpark)(void *ctx);
 };
 void pg_configure(const struct pg_settings *s);
 int pg_enabled(void);
@@ -304,6 +309,12 @@ struct req_io {
     int (*sleep)(struct req_chan *ch, unsigned ms);
     int (*wait_fd)(struct req_chan *ch, int fd, short events, int timeout_ms);
     int (*db)(struct req_chan *ch, int (*fn)(sqlite3 *db, void *arg), void *arg);
+    /* NULL where the engine runs one request per thread: nobody could
+     * wake it. Else the request sleeps until another request of its
+     * thread calls unpark on it (FCGATE_OK) or timeout_ms pass, or it is
+     * cancelled (FCGATE_ETIMEDOUT). */
+    int (*park)(struct req_chan *ch, int timeout_ms);
+    void (*unpark)(struct req_chan *ch);
 };
 
 /* What requests run: one per worker. */
@@ -365,6 +376,10 @@ struct conn_ops {
     int (*sleep)(struct conn *c, unsigned ms);
     int (*wait_fd)(struct conn *c, int fd, short events, int timeout_ms);
     int (*db)(struct conn *c, int (*fn)(sqlite3 *db, void *arg), void *arg);
+    /* req_io's park and unpark; NULL both where requests never share a
+     * thread. */
+    int (*park)(struct conn *c, int timeout_ms);
+    void (*unpark)(struct conn *c);
     /* The socket leaves this process while it lives on in another
      * (handed over): out of the engine's epoll set, or its events would
      * keep coming here. NULL: nothing to do. */

@@ -42,6 +42,7 @@
 
 #define PG_STMT_CACHE 64
 #define CONNECT_LOG_EVERY_MS 1000
+#define PG_TRUST_IDLE_MS 100 /* an idle connection used this recently is not checked */
 
 enum pg_state {
     PG_EMPTY, /* no connection: opened on next use */
@@ -56,16 +57,20 @@ struct pg_slot {
     int cancel_fd; /* read end of the cancel thread's pipe; EOF once it is done; -1: none */
     char **stmts;  /* SQL texts prepared on this connection as "fcgate_<index>" */
     size_t nstmts;
+    uint64_t released_ms; /* last given back (monotonic) */
 };
 
 struct pg_waiter {
-    int efd;
+    const struct pg_wait *w; /* parked through w->park, woken by w->unpark */
+    int efd;                 /* without a park: an eventfd to wait on */
+    struct pg_slot *given;   /* the slot handed over by release */
     struct pg_waiter *next;
 };
 
 struct pg_pool {
     struct pg_slot *slots;
     size_t n;
+    size_t nfree;              /* slots not in use */
     struct pg_waiter *waiters; /* requests waiting for a free connection, oldest first */
     uint64_t next_log_ms;      /* connection failures are logged at most once a second */
     unsigned long unlogged;
@@ -146,7 +151,7 @@ static struct pg_pool *pool_get(void)
         free(p);
         return NULL;
     }
-    p->n = (size_t)cfg.pool;
+    p->n = p->nfree = (size_t)cfg.pool;
     for (size_t i = 0; i < p->n; i++)
         p->slots[i].cancel_fd = -1;
     tpool = p;
@@ -533,59 +538,67 @@ static struct pg_slot *find(struct pg_pool *p, enum pg_state state)
     return NULL;
 }
 
-/* One free slot made usable: an idle connection, a dirty one cleaned, or
- * a new one. NULL with *rc FCGATE_OK: none is free, wait. */
-static struct pg_slot *take_free(struct pg_pool *p, const struct pg_wait *w, int *rc)
+/* A free slot, best first: an open connection, then one to clean, then
+ * an empty one. */
+static struct pg_slot *pick_free(struct pg_pool *p)
 {
     struct pg_slot *s;
-
-    *rc = FCGATE_OK;
-    while ((s = find(p, PG_IDLE)) != NULL) {
-        if (still_open(s)) {
-            s->in_use = 1;
-            return s;
-        }
-    }
-    if ((s = find(p, PG_DIRTY)) != NULL) {
+    if (p->nfree == 0)
+        return NULL;
+    if (!(s = find(p, PG_IDLE)) && !(s = find(p, PG_DIRTY)))
+        s = find(p, PG_EMPTY);
+    if (s) {
         s->in_use = 1;
-        if ((*rc = clean(s, w)) == FCGATE_OK)
-            return s;
-        if (*rc == FCGATE_ETIMEDOUT && expired(w) == FCGATE_ETIMEDOUT) {
-            s->in_use = 0; /* our own time ran out: the next taker cleans it */
-            return NULL;
-        }
+        p->nfree--;
+    }
+    return s;
+}
+
+/* Makes s, now the caller's, ready for a query: an idle connection
+ * checked, a dirty one cleaned, an empty or dead one opened. */
+static int make_usable(struct pg_pool *p, struct pg_slot *s, const struct pg_wait *w)
+{
+    /* A connection given back moments ago is trusted without a look: the
+     * check costs a system call per query, and it races with the server
+     * anyway. One idle for longer (a server restart, an idle timeout) is
+     * looked at before a request's query is lost on it. */
+    if (s->state == PG_IDLE &&
+        (monotonic_ms() - s->released_ms < PG_TRUST_IDLE_MS || still_open(s)))
+        return FCGATE_OK;
+    if (s->state == PG_DIRTY) {
+        int rc = clean(s, w);
+        if (rc == FCGATE_OK)
+            return rc;
+        if (rc == FCGATE_ETIMEDOUT && expired(w) == FCGATE_ETIMEDOUT)
+            return rc; /* our own time ran out: the next taker cleans it */
         log_warn("PostgreSQL: a cancelled query's connection did not come back clean; "
                  "replacing it");
         slot_reset(s);
-    } else if ((s = find(p, PG_EMPTY)) != NULL) {
-        s->in_use = 1;
     }
-    if (!s)
-        return NULL;
-    if ((*rc = slot_connect(p, s, w)) == FCGATE_OK)
-        return s;
-    s->in_use = 0;
-    return NULL;
+    return slot_connect(p, s, w);
 }
 
-/* The oldest waiter, if a slot is free for it: it leaves the queue, so
- * two connections given back wake two waiters. */
-static void wake_one(struct pg_pool *p)
+/* Gives s back: straight to the oldest waiter if there is one (so a
+ * request that arrives meanwhile cannot take it first), else to the pool. */
+static void release(struct pg_slot *s)
 {
-    uint64_t one = 1;
+    struct pg_pool *p = tpool;
     struct pg_waiter *wt = p->waiters;
+    uint64_t one = 1;
 
-    if (!wt)
+    s->released_ms = monotonic_ms();
+    if (!wt) {
+        s->in_use = 0;
+        p->nfree++;
         return;
-    for (size_t i = 0; i < p->n; i++) {
-        if (!p->slots[i].in_use) {
-            p->waiters = wt->next;
-            if (write(wt->efd, &one, sizeof(one)) < 0)
-                log_error("PostgreSQL: cannot wake a request waiting for a connection: %s",
-                          strerror(errno));
-            return;
-        }
     }
+    p->waiters = wt->next;
+    wt->given = s;
+    if (wt->w && wt->w->unpark)
+        wt->w->unpark(wt->w->ctx);
+    else if (write(wt->efd, &one, sizeof(one)) < 0)
+        log_error("PostgreSQL: cannot wake a request waiting for a connection: %s",
+                  strerror(errno));
 }
 
 static void unlink_waiter(struct pg_pool *p, struct pg_waiter *me)
@@ -598,28 +611,50 @@ static void unlink_waiter(struct pg_pool *p, struct pg_waiter *me)
     }
 }
 
-/* Waits for a connection given back (async mode: another coroutine's),
- * on an eventfd of its own, through the engine's fd wait. */
-static int wait_turn(struct pg_pool *p, const struct pg_wait *w, uint64_t deadline)
+/* Queues for a connection given back by another request (async mode:
+ * another coroutine), until the deadline. *given: the slot handed over,
+ * NULL when none came. The engine parks the request where it can (async:
+ * the coroutine sleeps, no system call); elsewhere it waits on an eventfd
+ * of its own through the engine's fd wait. */
+static int wait_turn(struct pg_pool *p, const struct pg_wait *w, uint64_t deadline,
+                     struct pg_slot **given)
 {
-    struct pg_waiter me = {.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), .next = NULL};
-    if (me.efd < 0)
+    struct pg_waiter me = {.w = w, .efd = -1, .given = NULL, .next = NULL};
+    int park = w && w->park;
+    int rc;
+
+    *given = NULL;
+    if (!park && (me.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
         return FCGATE_ENOMEM;
     struct pg_waiter **q = &p->waiters;
     while (*q)
         q = &(*q)->next;
     *q = &me;
-    int rc = wait_until(w, me.efd, POLLIN, deadline);
-    unlink_waiter(p, &me);
-    close(me.efd);
-    if (rc != FCGATE_OK)
-        wake_one(p); /* a wake-up that came as we gave up goes to the next */
-    return rc;
+    if (park) {
+        uint64_t now = monotonic_ms();
+        rc = now >= deadline ? FCGATE_ETIMEDOUT
+                             : w->park(w->ctx, deadline - now > 86400000u ? 86400000
+                                                                          : (int)(deadline - now));
+    } else {
+        rc = wait_until(w, me.efd, POLLIN, deadline);
+        close(me.efd);
+    }
+    if (!me.given) {
+        unlink_waiter(p, &me);
+        return rc == FCGATE_OK ? FCGATE_ETIMEDOUT : rc;
+    }
+    if (rc != FCGATE_OK) {
+        release(me.given); /* handed over as we gave up: on to the next */
+        return rc;
+    }
+    *given = me.given;
+    return FCGATE_OK;
 }
 
 static int acquire(const struct pg_wait *w, struct pg_slot **out)
 {
     struct pg_pool *p;
+    struct pg_slot *s;
     int rc;
 
     if (!pg_enabled())
@@ -629,26 +664,21 @@ static int acquire(const struct pg_wait *w, struct pg_slot **out)
     uint64_t deadline = monotonic_ms() + (uint64_t)cfg.pool_timeout_s * 1000u;
     if (w && w->deadline_ms && w->deadline_ms < deadline)
         deadline = w->deadline_ms;
-    for (;;) {
-        if ((*out = take_free(p, w, &rc)) != NULL || rc != FCGATE_OK)
-            return rc;
-        rc = wait_turn(p, w, deadline);
+    if (!(s = pick_free(p)) && (rc = wait_turn(p, w, deadline, &s)) != FCGATE_OK) {
         if (rc == FCGATE_ETIMEDOUT && expired(w) == FCGATE_EUNAVAIL) {
             log_error("PostgreSQL: no free connection within postgres_pool_timeout (%d s, "
                       "postgres_pool %d)",
                       cfg.pool_timeout_s, cfg.pool);
             return FCGATE_EUNAVAIL;
         }
-        if (rc != FCGATE_OK)
-            return rc;
+        return rc;
     }
-}
-
-static void release(struct pg_slot *s)
-{
-    s->in_use = 0;
-    if (tpool)
-        wake_one(tpool);
+    if ((rc = make_usable(p, s, w)) != FCGATE_OK) {
+        release(s);
+        return rc;
+    }
+    *out = s;
+    return FCGATE_OK;
 }
 
 /* ---- what request.c offers the app ---- */

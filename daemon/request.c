@@ -424,9 +424,25 @@ static int chan_pg_wait(void *ctx, int fd, short events, int timeout_ms)
     return ch->io->wait_fd(ch, fd, events, timeout_ms);
 }
 
+static int chan_pg_park(void *ctx, int timeout_ms)
+{
+    struct req_chan *ch = ctx;
+    return ch->io->park(ch, timeout_ms);
+}
+
+static void chan_pg_unpark(void *ctx)
+{
+    struct req_chan *ch = ctx;
+    ch->io->unpark(ch);
+}
+
 static struct pg_wait req_pg_wait(fcgate_req *r)
 {
-    struct pg_wait w = {chan_pg_wait, r->ch, 0};
+    struct pg_wait w = {chan_pg_wait, r->ch, 0, NULL, NULL};
+    if (r->ch->io->park) {
+        w.park = chan_pg_park;
+        w.unpark = chan_pg_unpark;
+    }
     uint64_t t = r->ch->app->timeout_ms > 0 ? (uint64_t)r->ch->app->timeout_ms : 0;
     if (t)
         w.deadline_ms = r->ch->start_ms + t - (t / 4 < 250 ? t / 4 : 250);

@@ -158,6 +158,33 @@ class PostgresTest(harness.TestCase):
         self.fc.wait_log(r"no free connection within postgres_pool_timeout")
         self.assertEqual(self.get("/pg-item?id=3").status, 200)
 
+    def test_queued_requests_get_the_connection_in_arrival_order(self):
+        # One connection: the first request holds it 0.6 s; the next
+        # three queue for it, 0.1 s apart. Each connection given back goes
+        # to the oldest waiter (not to whoever asks next), so they finish
+        # in the order they came, and the slow log says what they wait on.
+        if harness.MODE != "async":
+            self.skipTest("a pool is shared by requests only in async mode")
+        slow = os.path.join(self.tmp, "slow.log")
+        self.start("bench", app={"postgres_pool": 1, "postgres_pool_timeout": 10},
+                   slowlog={"file": slow, "timeout": 0.2})
+        done = []
+
+        def one(i, ms):
+            time.sleep(0.1 * i)
+            r = self.get("/pg-sleep?ms=%d" % ms)
+            done.append(i)
+            return r.status
+
+        with concurrent.futures.ThreadPoolExecutor(4) as ex:
+            statuses = list(ex.map(one, range(4), (600, 150, 150, 150)))
+        self.assertEqual(statuses, [200] * 4)
+        self.assertEqual(done, [0, 1, 2, 3])
+        self.assertTrue(harness.wait_until(
+            lambda: os.path.exists(slow) and
+            "waiting on: a free PostgreSQL connection (postgres_pool)" in open(slow).read(),
+            5.0))
+
     def test_no_postgres_configured_is_a_clear_error(self):
         fc = self.fcgate("probe", workers=1)
         self.ng = self.nginx(fc)

@@ -56,7 +56,7 @@ static int no_db(struct conn *c, int (*fn)(sqlite3 *db, void *arg), void *arg)
     return FCGATE_EDB;
 }
 
-static const struct conn_ops ops = {test_wait, no_sleep, no_wait_fd, no_db, NULL};
+static const struct conn_ops ops = {test_wait, no_sleep, no_wait_fd, no_db, NULL, NULL, NULL};
 
 /* Answers the body's length, or 413 when it was too big. */
 static int echo_len(void *ctx, fcgate_req *r)

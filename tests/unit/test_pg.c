@@ -116,7 +116,7 @@ static void test_pg_silent_server_ends_at_the_request_deadline(void **state)
     (void)state;
     snprintf(conninfo, sizeof(conninfo), "host=%s port=5432 dbname=x", dir);
     configure(conninfo, 60000);
-    struct pg_wait w = {counting_wait, NULL, monotonic_ms() + 300};
+    struct pg_wait w = {counting_wait, NULL, monotonic_ms() + 300, NULL, NULL};
     waits = 0;
     uint64_t t0 = monotonic_ms();
     assert_int_equal(pg_query(&w, NULL, "SELECT 1", 0, NULL), FCGATE_ETIMEDOUT);

@@ -66,7 +66,7 @@ static int cap_db(struct req_chan *ch, int (*fn)(sqlite3 *db, void *arg), void *
     return FCGATE_EDB;
 }
 
-static const struct req_io cap_io = {cap_write, cap_sleep, cap_wait_fd, cap_db};
+static const struct req_io cap_io = {cap_write, cap_sleep, cap_wait_fd, cap_db, NULL, NULL};
 
 static int test_handle(void *ctx, fcgate_req *r)
 {
