@@ -52,10 +52,11 @@ for t in targets:
     print("| %s | %s | %s |" % (t, sa, sb))
 print()
 peers = [t for t in targets if not t.startswith("fcgate")]
-best = max((med[t][0] or 0, t) for t in peers)
-print("Best peer on /pg-item: %s, %.0f req/s." % (best[1], best[0]))
+best = max([(med[t][0] or 0, t) for t in peers] or [(0, "none")])
+if peers:
+    print("Best peer on /pg-item: %s, %.0f req/s." % (best[1], best[0]))
 for t in targets:
-    if t.startswith("fcgate") and med[t][0]:
+    if peers and t.startswith("fcgate") and med[t][0]:
         r = med[t][0] / best[0] if best[0] else 0
         print("- %s /pg-item: %.2fx the best peer: %s (goal 1.3x)" % (t, r, "PASS" if r >= 1.3 else "MISS"))
 a = med.get("fcgate-async", (None, None))[1]
@@ -64,6 +65,22 @@ if a:
     print("- fcgate-async /pg-sleep: %.0f req/s of the %.0f that 2 workers x postgres_pool %d allow "
           "(%d x 1000 / %d ms): %.0f%%: %s (goal 90%%)" % (a, ceil, pool, 2 * pool, ms, 100 * a / ceil,
                                                           "PASS" if a >= 0.9 * ceil else "MISS"))
+    # The same round's pgbench (lib/pg.sh pg_ceiling): what PostgreSQL
+    # itself delivered to 2 x postgres_pool connections sleeping back to back.
+    ratios, tpss = [], []
+    for d in sorted(glob.glob(os.path.join(out, "round-*"))):
+        ce = glob.glob(os.path.join(d, "*.pg-ceiling"))
+        rows = [r for f in glob.glob(os.path.join(d, "*.tsv")) for r in csv.DictReader(open(f), delimiter="\t")
+                if r["target"] == "fcgate-async" and r["workload"] == "pg-sleep" and r["status"] == "ok"]
+        if ce and rows:
+            tps = float(open(ce[0]).read().split()[1])
+            tpss.append(tps)
+            ratios.append(float(rows[0]["rps"]) / tps)
+    if ratios:
+        print("- pgbench in the same rounds (%d x pg_sleep back to back, no HTTP): %s tps; "
+              "fcgate-async through nginx reached %s of it, median %.0f%%" % (
+                  2 * pool, " / ".join("%.0f" % t for t in tpss),
+                  " / ".join("%.0f%%" % (100 * r) for r in ratios), 100 * statistics.median(ratios)))
 PY
 cat "$OUT_DIR/pg-bench.md"
 echo "results: $OUT_DIR" >&2

@@ -330,6 +330,7 @@ main() {
   printf 'target\tworkload\tpath\tconns\tstatus\trequests\trps\tp50_us\tp90_us\tp99_us\tmax_us\terr_connect\terr_read\terr_write\terr_status\terr_timeout\tnote\n' \
     > "$RUN_ROOT/results.tsv"
 
+  [[ " ${WORKLOADS[*]} " == *" pg-sleep "* ]] && pg_ceiling
   for t in "${targets[@]}"; do run_target "$t"; done
 
   # versions of every package used, for the report
@@ -339,6 +340,7 @@ main() {
   mkdir -p "$RESULTS_DIR"
   local out=$RESULTS_DIR/$stamp.md
   cp "$RUN_ROOT/results.tsv" "$RESULTS_DIR/$stamp.tsv"
+  [[ -f $RUN_ROOT/pg-ceiling.tsv ]] && cp "$RUN_ROOT/pg-ceiling.tsv" "$RESULTS_DIR/$stamp.pg-ceiling"
   STARTED_UTC=$started_utc ELAPSED=$((SECONDS - start_epoch)) CALIBRATION=$CALIBRATION \
     DURATION=$DURATION WARMUP=$WARMUP THREADS=$THREADS CONNS=$CONNS CONNS_HIGH=$CONNS_HIGH \
     WRK_TIMEOUT=$WRK_TIMEOUT TARGETS="${targets[*]}" BUSY_BEFORE=$BUSY_BEFORE \

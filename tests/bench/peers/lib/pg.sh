@@ -52,6 +52,29 @@ INSERT INTO items SELECT x, format('item-%s', lpad(x::text, 5, '0')), (x * 7919)
   log "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on $PG_HOST port $PG_PORT (max_connections $PG_MAX_CONNECTIONS)"
 }
 
+# pg_ceiling: what the database itself allows for /pg-sleep on this
+# machine at this moment: PostgreSQL's own client, pgbench, holding
+# PG_CEILING_CONNS connections (default 2 x PG_POOL: the async targets'
+# 2 workers x postgres_pool), each running SELECT pg_sleep(PG_SLEEP_MS
+# ms) as a prepared statement back to back, nothing else in the way. The
+# pool's arithmetic ceiling (connections / sleep) assumes a server that
+# answers a 20 ms sleep in 20 ms; on a loaded 2-core machine it does not.
+# Writes "conns tps latency_avg_ms" to $RUN_ROOT/pg-ceiling.tsv.
+pg_ceiling() {
+  local conns=${PG_CEILING_CONNS:-$((2 * PG_POOL))} script=$RUN_ROOT/postgres/sleep.sql out
+  printf 'SELECT pg_sleep(%s);\n' "$(awk -v ms="$PG_SLEEP_MS" 'BEGIN{printf "%.3f", ms / 1000}')" > "$script"
+  chmod 644 "$script"
+  pg_as "$PG_BIN/pgbench" -h "$PG_HOST" -p "$PG_PORT" -U postgres -n -M prepared -c "$conns" -j 2 \
+    -T "$WARMUP" -f "$script" app > /dev/null 2>&1
+  out=$(pg_as "$PG_BIN/pgbench" -h "$PG_HOST" -p "$PG_PORT" -U postgres -n -M prepared -c "$conns" -j 2 \
+    -T "$DURATION" -f "$script" app 2>&1) || { log "  pgbench failed: $(tail -1 <<< "$out")"; return 0; }
+  local tps lat
+  tps=$(awk '/^tps = /{print $3; exit}' <<< "$out")
+  lat=$(awk '/^latency average = /{print $4; exit}' <<< "$out")
+  printf '%s\t%s\t%s\n' "$conns" "$tps" "$lat" > "$RUN_ROOT/pg-ceiling.tsv"
+  log "  pgbench ceiling: pg_sleep(${PG_SLEEP_MS} ms) x $conns connections: $tps tps, latency average $lat ms (arithmetic $((conns * 1000 / PG_SLEEP_MS)))"
+}
+
 # pg_expect_item ID -> the /item JSON of row ID as PostgreSQL has it, to
 # check it against the sqlite answer (same rows, same bytes).
 pg_expect_item() {
