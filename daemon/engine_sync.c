@@ -4,12 +4,18 @@
  * at a time. sync mode is one such thread per worker, threads mode
  * `threads` of them; nothing else differs.
  *
- * The threads of a worker wait in one epoll set holding the intake
- * (listen sockets and hand-over pair, EPOLLEXCLUSIVE, so a new connection
- * wakes one worker process, not all of them), the stop eventfd, and the
- * parked connections. Threads waiting on one epoll instance are woken one
- * per event, and a parked connection is EPOLLONESHOT, so exactly one
- * thread takes it.
+ * A worker's threads share one epoll set holding the intake (listen
+ * sockets and hand-over pair, EPOLLEXCLUSIVE, so a new connection wakes
+ * one worker process, not all of them), the stop eventfd, and the parked
+ * connections. One thread at a time waits in it, the leader; the others
+ * wait their turn on a condition variable (leader/followers). The leader
+ * takes one event, hands the lead to a follower once it has taken what
+ * the event names (accepted the connection, unparked the connection) and
+ * serves it. With all threads in epoll_wait instead, a level-triggered
+ * listen socket woke them in a cascade (each event returned re-arms it and
+ * wakes the next waiter) and all but one found accept() empty: 14 failed
+ * accepts per request served at 8 connections, 8 threads. A parked
+ * connection is EPOLLONESHOT, so exactly one thread takes it.
  *
  * Idle kept-alive connections are parked, not held by a thread, so they
  * never tie up the pool. No lock is shared on the request path: each
@@ -75,7 +81,45 @@ struct bengine {
     uint32_t nhandles, free_handle;
     atomic_int draining;
     _Atomic uint64_t next_sweep_ms;
+    /* Leader/followers: who waits in ep. */
+    pthread_mutex_t lead_mu;
+    pthread_cond_t lead_cv;
+    int led; /* a thread is the leader */
 };
+
+/* ---- the lead: one thread waits in the epoll set ---- */
+
+/* Waits to lead, at most 1 s (the thread beats in between): 1 when this
+ * thread is the leader now. sync mode has one thread: always. */
+static int lead_take(struct bengine *E)
+{
+    struct timespec until;
+    int rc = 0;
+    pthread_mutex_lock(&E->lead_mu);
+    if (E->led) {
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += 1;
+        while (E->led && rc == 0)
+            rc = pthread_cond_timedwait(&E->lead_cv, &E->lead_mu, &until);
+    }
+    int took = !E->led;
+    if (took)
+        E->led = 1;
+    pthread_mutex_unlock(&E->lead_mu);
+    return took;
+}
+
+/* The leader lets a follower lead; a no-op for a thread not leading. */
+static void lead_pass(struct bengine *E, int *leading)
+{
+    if (!*leading)
+        return;
+    *leading = 0;
+    pthread_mutex_lock(&E->lead_mu);
+    E->led = 0;
+    pthread_cond_signal(&E->lead_cv);
+    pthread_mutex_unlock(&E->lead_mu);
+}
 
 /* ---- waiting: the thread blocks ---- */
 
@@ -389,11 +433,14 @@ static void rescue(struct bengine *E)
 /* New connections from intake source src, served: a few per wake-up, so
  * a busy backlog does not cost an epoll_wait each, and a parked
  * connection's next request is not kept waiting long. */
-static void take(struct bengine *E, size_t src, struct score_slot *slot)
+static void take(struct bengine *E, size_t src, struct score_slot *slot, int *leading)
 {
     for (int i = 0; i < ACCEPT_BURST && !drain_stopping(E->w); i++) {
         int fd, kept;
         enum intake_result r = intake_take(E->w, src, &fd, &kept);
+        /* Taken (or found gone): the next leader's epoll_wait sees the
+         * socket afresh, not the connection this thread has. */
+        lead_pass(E, leading);
         if (r == INTAKE_NOFD)
             blocking_sleep(NULL, NOFD_PAUSE_MS);
         if (r != INTAKE_OK)
@@ -446,16 +493,20 @@ static const struct drain_ops blocking_drain = {
     .release_idle = release_idle,
 };
 
-static void dispatch(struct bengine *E, const struct epoll_event *ev, struct score_slot *slot)
+/* Called leading; passes the lead on as soon as the event is taken. */
+static void dispatch(struct bengine *E, const struct epoll_event *ev, struct score_slot *slot,
+                     int *leading)
 {
     uint64_t tag = ev->data.u64;
     if ((uint32_t)tag >= MAX_TAG) {
         struct bconn *b = unpark(E, tag);
+        lead_pass(E, leading);
         if (b)
             serve(E, b, slot);
     } else if (tag < intake_sources(E->w)) {
-        take(E, (size_t)tag, slot);
+        take(E, (size_t)tag, slot, leading);
     }
+    lead_pass(E, leading);
 }
 
 static void serve_thread(struct bengine *E, struct score_slot *slot)
@@ -471,16 +522,20 @@ static void serve_thread(struct bengine *E, struct score_slot *slot)
                 break;
         }
         struct epoll_event ev;
-        int n = epoll_wait(E->ep, &ev, 1, stopping ? 100 : 1000);
+        int leading = lead_take(E), n = 0;
+        if (leading)
+            n = epoll_wait(E->ep, &ev, 1, stopping ? 100 : 1000);
         scoreboard_beat(slot);
         log_poll_reopen();
         if (n < 0 && errno != EINTR) {
             log_error("epoll_wait: %s", strerror(errno));
+            lead_pass(E, &leading);
             drain_stop(w);
             break;
         }
         if (n == 1)
-            dispatch(E, &ev, slot);
+            dispatch(E, &ev, slot, &leading);
+        lead_pass(E, &leading);
         sweep(E);
     }
     scoreboard_thread_leave();
@@ -494,6 +549,12 @@ static int engine_init(struct bengine *E, struct worker *w)
     E->ep = -1;
     E->free_handle = NO_HANDLE;
     pthread_mutex_init(&E->mu, NULL);
+    pthread_mutex_init(&E->lead_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&E->lead_cv, &ca);
+    pthread_condattr_destroy(&ca);
     E->nserving = w->engine->slots(w->cfg);
     E->serving = calloc(E->nserving, sizeof(*E->serving));
     if (!E->serving) {
@@ -528,6 +589,8 @@ static void engine_fini(struct bengine *E)
     if (E->ep >= 0)
         close(E->ep);
     pthread_mutex_destroy(&E->mu);
+    pthread_cond_destroy(&E->lead_cv);
+    pthread_mutex_destroy(&E->lead_mu);
 }
 
 struct thread_arg {
