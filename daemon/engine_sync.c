@@ -25,9 +25,11 @@
 #include "log.h"
 
 #include <errno.h>
+#include <linux/futex.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -81,44 +83,79 @@ struct bengine {
     uint32_t nhandles, free_handle;
     atomic_int draining;
     _Atomic uint64_t next_sweep_ms;
-    /* Leader/followers: who waits in ep. */
+    /* Leader/followers: who waits in ep (under lead_mu). */
     pthread_mutex_t lead_mu;
-    pthread_cond_t lead_cv;
-    int led; /* a thread is the leader */
+    int led;                     /* a thread is the leader */
+    struct follower *followers;  /* waiting for the lead, latest first */
+};
+
+/* A thread waiting for the lead, on its own stack: woken alone, by a
+ * futex on go, when the leader hands the lead to it. */
+struct follower {
+    _Atomic uint32_t go;
+    struct follower *next;
 };
 
 /* ---- the lead: one thread waits in the epoll set ---- */
+
+static void unlink_follower(struct bengine *E, struct follower *me)
+{
+    for (struct follower **f = &E->followers; *f; f = &(*f)->next) {
+        if (*f == me) {
+            *f = me->next;
+            return;
+        }
+    }
+}
 
 /* Waits to lead, at most 1 s (the thread beats in between): 1 when this
  * thread is the leader now. sync mode has one thread: always. */
 static int lead_take(struct bengine *E)
 {
-    struct timespec until;
-    int rc = 0;
+    struct follower me = {0, NULL};
+    struct timespec second = {1, 0};
+
     pthread_mutex_lock(&E->lead_mu);
-    if (E->led) {
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += 1;
-        while (E->led && rc == 0)
-            rc = pthread_cond_timedwait(&E->lead_cv, &E->lead_mu, &until);
-    }
-    int took = !E->led;
-    if (took)
+    if (!E->led) {
         E->led = 1;
+        pthread_mutex_unlock(&E->lead_mu);
+        return 1;
+    }
+    me.next = E->followers;
+    E->followers = &me;
+    pthread_mutex_unlock(&E->lead_mu);
+    /* A wake-up for an earlier use of this stack address, or a signal,
+     * returns early: the lock below says what happened. */
+    syscall(SYS_futex, &me.go, FUTEX_WAIT_PRIVATE, 0, &second, NULL, 0);
+    pthread_mutex_lock(&E->lead_mu);
+    int took = atomic_load(&me.go) != 0; /* handed over: off the list already */
+    if (!took)
+        unlink_follower(E, &me);
     pthread_mutex_unlock(&E->lead_mu);
     return took;
 }
 
-/* The leader lets a follower lead; a no-op for a thread not leading. */
+/* The leader hands the lead to the latest follower (its cache is the
+ * warmest), or leaves it free; a no-op for a thread not leading. */
 static void lead_pass(struct bengine *E, int *leading)
 {
     if (!*leading)
         return;
     *leading = 0;
     pthread_mutex_lock(&E->lead_mu);
-    E->led = 0;
-    pthread_cond_signal(&E->lead_cv);
+    struct follower *f = E->followers;
+    if (f) {
+        E->followers = f->next;
+        atomic_store(&f->go, 1);
+    } else {
+        E->led = 0;
+    }
     pthread_mutex_unlock(&E->lead_mu);
+    /* f may have seen go and gone on (its wait timed out): waking a stale
+     * address wakes nobody, or a later follower there, which finds its
+     * own go unset and waits again. */
+    if (f)
+        syscall(SYS_futex, &f->go, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 /* ---- waiting: the thread blocks ---- */
@@ -262,10 +299,15 @@ static void forget(struct bengine *E, struct bconn *b)
  * (returns 1). Every hand-over of b between threads still goes through
  * the lock, which orders what one thread did to b before the next (and
  * lets ThreadSanitizer see so); a release never sees b armed but not
- * linked, since it only walks the list. */
+ * linked, since it only walks the list.
+ *
+ * sync mode has one thread, which looks at the set only between
+ * requests: b stays registered level-triggered from its first park on,
+ * and parking costs no system call. */
 static int park(struct bengine *E, struct bconn *b)
 {
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT};
+    int oneshot = E->nserving > 1;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (oneshot ? EPOLLONESHOT : 0)};
     int rc = -1;
     b->c.ch.slot = NULL;
     b->parked_ms = monotonic_ms();
@@ -277,7 +319,7 @@ static int park(struct bengine *E, struct bconn *b)
         rc = 0;
     }
     pthread_mutex_unlock(&E->mu);
-    if (rc == 0)
+    if (rc == 0 && (oneshot || !b->registered))
         rc = epoll_ctl(E->ep, b->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, b->c.fd, &ev);
     int err = errno, again = 0;
     pthread_mutex_lock(&E->mu);
@@ -550,11 +592,6 @@ static int engine_init(struct bengine *E, struct worker *w)
     E->free_handle = NO_HANDLE;
     pthread_mutex_init(&E->mu, NULL);
     pthread_mutex_init(&E->lead_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&E->lead_cv, &ca);
-    pthread_condattr_destroy(&ca);
     E->nserving = w->engine->slots(w->cfg);
     E->serving = calloc(E->nserving, sizeof(*E->serving));
     if (!E->serving) {
@@ -589,7 +626,6 @@ static void engine_fini(struct bengine *E)
     if (E->ep >= 0)
         close(E->ep);
     pthread_mutex_destroy(&E->mu);
-    pthread_cond_destroy(&E->lead_cv);
     pthread_mutex_destroy(&E->lead_mu);
 }
 
