@@ -115,6 +115,8 @@ static int lead_take(struct bengine *E)
     struct follower me = {0, NULL};
     struct timespec second = {1, 0};
 
+    if (E->nserving == 1)
+        return 1; /* nobody to share the lead with: no lock on the request path */
     pthread_mutex_lock(&E->lead_mu);
     if (!E->led) {
         E->led = 1;
@@ -142,6 +144,8 @@ static void lead_pass(struct bengine *E, int *leading)
     if (!*leading)
         return;
     *leading = 0;
+    if (E->nserving == 1)
+        return;
     pthread_mutex_lock(&E->lead_mu);
     struct follower *f = E->followers;
     if (f) {

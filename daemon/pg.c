@@ -109,13 +109,22 @@ static int not_configured(void)
 
 /* ---- waiting ---- */
 
-/* Until fd is ready or the deadline (monotonic ms) passes. */
-static int wait_until(const struct pg_wait *w, int fd, short events, uint64_t deadline)
+/* Milliseconds left until the deadline (monotonic ms), at most a day;
+ * 0: it has passed. */
+static int ms_until(uint64_t deadline)
 {
     uint64_t now = monotonic_ms();
     if (now >= deadline)
+        return 0;
+    return deadline - now > 86400000u ? 86400000 : (int)(deadline - now);
+}
+
+/* Until fd is ready or the deadline (monotonic ms) passes. */
+static int wait_until(const struct pg_wait *w, int fd, short events, uint64_t deadline)
+{
+    int ms = ms_until(deadline);
+    if (ms == 0)
         return FCGATE_ETIMEDOUT;
-    int ms = deadline - now > 86400000u ? 86400000 : (int)(deadline - now);
     if (w && w->fn)
         return w->fn(w->ctx, fd, events, ms);
     return fd_wait(fd, events, ms);
@@ -631,10 +640,8 @@ static int wait_turn(struct pg_pool *p, const struct pg_wait *w, uint64_t deadli
         q = &(*q)->next;
     *q = &me;
     if (park) {
-        uint64_t now = monotonic_ms();
-        rc = now >= deadline ? FCGATE_ETIMEDOUT
-                             : w->park(w->ctx, deadline - now > 86400000u ? 86400000
-                                                                          : (int)(deadline - now));
+        int ms = ms_until(deadline);
+        rc = ms == 0 ? FCGATE_ETIMEDOUT : w->park(w->ctx, ms);
     } else {
         rc = wait_until(w, me.efd, POLLIN, deadline);
         close(me.efd);
